@@ -1,0 +1,61 @@
+// Copper's build: CMake for native/, NativeAOT publish for managed/, the tools, tests, demo.
+// Entry point: ./build.sh --target=<Build|Test|Demo|Clean>
+var target = Argument("target", "Build");
+var configuration = Argument("configuration", "Release");
+var root = MakeAbsolute(Directory("."));
+var outDir = root.Combine("out");
+var buildDir = root.Combine("build");
+
+void Run(string tool, string args, DirectoryPath workDir = null)
+{
+    var settings = new ProcessSettings { Arguments = args, WorkingDirectory = workDir ?? root };
+    int code = StartProcess(tool, settings);
+    if (code != 0)
+    {
+        throw new Exception($"{tool} {args} exited with {code}");
+    }
+}
+
+Task("Clean").Does(() =>
+{
+    CleanDirectories(new[] { outDir.FullPath, buildDir.FullPath });
+});
+
+Task("Native").Does(() =>
+{
+    var native = buildDir.Combine("native");
+    Run("cmake", $"-S native -B \"{native}\" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=\"{outDir}\"");
+    Run("cmake", $"--build \"{native}\" -j 2");
+    Run("cmake", $"--install \"{native}\"");
+});
+
+Task("Managed").Does(() =>
+{
+    Run("dotnet", $"publish managed/Copper.Agent -c {configuration} -o \"{outDir.Combine("bin")}\" -p:DebugType=none");
+});
+
+Task("Tools").Does(() =>
+{
+    var bin = outDir.Combine("bin");
+    EnsureDirectoryExists(bin);
+    foreach (var script in GetFiles("tools/*.sh"))
+    {
+        var dest = bin.CombineWithFilePath(script.GetFilename());
+        CopyFile(script, dest);
+        Run("chmod", $"0755 \"{dest}\"");
+    }
+});
+
+Task("Build").IsDependentOn("Native").IsDependentOn("Managed").IsDependentOn("Tools");
+
+Task("Test").IsDependentOn("Build").Does(() =>
+{
+    Run("dotnet", $"test tests/Copper.Tests -c {configuration} --logger \"console;verbosity=normal\"");
+});
+
+Task("Demo").IsDependentOn("Build").Does(() =>
+{
+    Run("bash", "tools/demo/demo.sh");
+});
+
+RunTarget(target);

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Thin entry point: installs missing system packages (as root on Debian/Ubuntu),
+# restores the local Cake tool, and hands every argument to build.cake.
+#   ./build.sh --target=Demo    run the demo (Copper on this machine, numpy through it)
+#   ./build.sh --target=Test    build and run the tests
+set -euo pipefail
+cd "$(dirname "$0")"
+
+packages=(gcc g++ make cmake mpich libmpich-dev fuse3 libfuse3-dev python3 python3-numpy strace util-linux)
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "build.sh: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  fi
+fi
+
+dotnet tool restore >/dev/null
+exec dotnet cake build.cake "$@"

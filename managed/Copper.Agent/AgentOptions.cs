@@ -1,0 +1,100 @@
+// copper-agent's command line (docs/agent-contract.md) and the places derived from it.
+using System.Globalization;
+using Copper.Interop;
+
+namespace Copper.Agent;
+
+internal sealed class AgentOptions
+{
+    public string Prefix { get; private set; } = "";
+    public string RuntimeDir { get; private set; } = "";
+    public string? CacheDir { get; private set; }
+    public int LogLevel { get; private set; } = 6;
+    public bool LogToStdout { get; private set; }
+    public string LogDir { get; private set; } = "";
+    public long MaxCacheableBytes { get; private set; } = 10L * 1024 * 1024;
+    public int Trees { get; private set; } = 1;
+    public int Node { get; private set; }
+    public bool PrintSocket { get; private set; }
+
+    public string NodeDir => Path.Combine(RuntimeDir, Protocol.Fnv1a64(Prefix).ToString("x16") + (Node > 0 ? ".n" + Node.ToString(CultureInfo.InvariantCulture) : ""));
+
+    public string SocketPath => Path.Combine(NodeDir, Protocol.SocketName);
+
+    public string EffectiveCacheDir => CacheDir ?? Path.Combine(
+        Environment.GetEnvironmentVariable("TMPDIR") is { Length: > 0 } t ? t : "/tmp",
+        "copper-cache-" + Interop.Libc.GetUid().ToString(CultureInfo.InvariantCulture),
+        Path.GetFileName(NodeDir));
+
+    /// <summary>Parses <paramref name="args"/>; returns null and an error message on bad input.</summary>
+    public static AgentOptions? Parse(string[] args, out string error)
+    {
+        var o = new AgentOptions();
+        string uid = Interop.Libc.GetUid().ToString(CultureInfo.InvariantCulture);
+        o.RuntimeDir = Environment.GetEnvironmentVariable("COPPER_RUNTIME_DIR") is { Length: > 0 } r ? r : "/tmp/copper-run-" + uid;
+        o.LogDir = "/tmp/copper-logs-" + uid;
+        error = "";
+        for (int i = 0; i < args.Length; i++)
+        {
+            string a = args[i];
+            if (a == "--print-socket")
+            {
+                o.PrintSocket = true;
+                continue;
+            }
+            if (i + 1 >= args.Length)
+            {
+                error = $"option {a} needs a value";
+                return null;
+            }
+            string v = args[++i];
+            switch (a)
+            {
+                case "--prefix":
+                    o.Prefix = v;
+                    break;
+                case "--runtime-dir":
+                    o.RuntimeDir = v;
+                    break;
+                case "--cache-dir":
+                    o.CacheDir = v;
+                    break;
+                case "--log-dir":
+                    o.LogDir = v;
+                    break;
+                case "--log-level" when int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int l) && l is >= 1 and <= 6:
+                    o.LogLevel = l;
+                    break;
+                case "--log-type" when v is "file" or "file_and_stdout" or "stdout_and_file":
+                    o.LogToStdout = v != "file";
+                    break;
+                case "--max-cacheable-bytes" when long.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out long m) && m > 0:
+                    o.MaxCacheableBytes = m;
+                    break;
+                case "--trees" when int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int t) && t > 0:
+                    o.Trees = t;
+                    break;
+                case "--node" when int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int n):
+                    o.Node = n;
+                    break;
+                case "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node":
+                    error = $"bad value for {a}: '{v}'";
+                    return null;
+                default:
+                    error = $"unknown option {a}";
+                    return null;
+            }
+        }
+        if (o.Prefix.Length < 2 || o.Prefix[0] != '/' || o.Prefix.EndsWith('/'))
+        {
+            error = "--prefix must be an absolute path without a trailing '/', e.g. /tmp/$USER/copper";
+            return null;
+        }
+        if (o.SocketPath.Length >= 108)
+        {
+            error = $"socket path too long for a Unix socket: {o.SocketPath}";
+            return null;
+        }
+        return o;
+    }
+}

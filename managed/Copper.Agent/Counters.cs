@@ -1,0 +1,89 @@
+// What an agent counts: requests served, cache hits and misses, coalesced waits, and
+// real file-system operations by kind. Written as JSON for `copper stats` and at exit.
+using System.Text.Json;
+
+namespace Copper.Agent;
+
+internal enum PfsOp
+{
+    Stat,
+    Lstat,
+    ReadLink,
+    Access,
+    OpenDir,
+    ReadDir,
+    Open,
+    Read,
+}
+
+internal sealed class Counters
+{
+    private readonly long[] _pfs = new long[Enum.GetValues<PfsOp>().Length];
+    private long _requests;
+    private long _hits;
+    private long _misses;
+    private long _coalesced;
+    private long _pfsBytes;
+    private long _bytesServed;
+    private long _connections;
+    private long _rejected;
+
+    public void Pfs(PfsOp op) => Interlocked.Increment(ref _pfs[(int)op]);
+
+    public void AddPfsBytes(long n) => Interlocked.Add(ref _pfsBytes, n);
+
+    public void Request() => Interlocked.Increment(ref _requests);
+
+    public void Hit() => Interlocked.Increment(ref _hits);
+
+    public void Miss() => Interlocked.Increment(ref _misses);
+
+    public void Coalesced() => Interlocked.Increment(ref _coalesced);
+
+    public void Served(long bytes) => Interlocked.Add(ref _bytesServed, bytes);
+
+    public void Connection() => Interlocked.Increment(ref _connections);
+
+    public void Rejected() => Interlocked.Increment(ref _rejected);
+
+    public long PfsTotal
+    {
+        get
+        {
+            long total = 0;
+            for (int i = 0; i < _pfs.Length; i++)
+            {
+                total += Interlocked.Read(ref _pfs[i]);
+            }
+            return total;
+        }
+    }
+
+    public byte[] ToJson(int node)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = false }))
+        {
+            w.WriteStartObject();
+            w.WriteNumber("node", node);
+            w.WriteNumber("requests", Interlocked.Read(ref _requests));
+            w.WriteNumber("cache_hits", Interlocked.Read(ref _hits));
+            w.WriteNumber("cache_misses", Interlocked.Read(ref _misses));
+            w.WriteNumber("coalesced", Interlocked.Read(ref _coalesced));
+            w.WriteNumber("connections", Interlocked.Read(ref _connections));
+            w.WriteNumber("connections_rejected", Interlocked.Read(ref _rejected));
+            w.WriteNumber("bytes_served", Interlocked.Read(ref _bytesServed));
+            w.WriteNumber("bytes_from_parent", 0);
+            w.WriteNumber("pfs_bytes", Interlocked.Read(ref _pfsBytes));
+            w.WriteNumber("pfs_ops", PfsTotal);
+            w.WriteStartObject("pfs_ops_by_kind");
+            foreach (PfsOp op in Enum.GetValues<PfsOp>())
+            {
+                w.WriteNumber(op.ToString().ToLowerInvariant(), Interlocked.Read(ref _pfs[(int)op]));
+            }
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+        return ms.ToArray();
+    }
+}

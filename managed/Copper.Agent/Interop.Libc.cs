@@ -1,0 +1,122 @@
+// Every libc call the agent makes, in one place (dotnet/runtime's Interop.* shape).
+// errno is read through Marshal.GetLastPInvokeError right after each call.
+using System.Runtime.InteropServices;
+using Copper.Interop;
+
+namespace Copper.Agent;
+
+internal static partial class Interop
+{
+    internal static partial class Libc
+    {
+        private const string Lib = "libc";
+
+        internal const int O_RDONLY = 0;
+        internal const int O_CLOEXEC = 0x80000;
+        internal const int O_NOFOLLOW = 0x20000;
+        internal const int EINVAL = 22;
+        internal const int ENOENT = 2;
+        internal const int ENAMETOOLONG = 36;
+        internal const uint S_IFMT = 0xF000;
+        internal const uint S_IFDIR = 0x4000;
+        internal const uint S_IFREG = 0x8000;
+        internal const uint S_IFLNK = 0xA000;
+
+        /// <summary>x86_64 glibc struct stat (144 bytes).</summary>
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct StatBuf
+        {
+            public ulong Dev;
+            public ulong Ino;
+            public ulong Nlink;
+            public uint Mode;
+            public uint Uid;
+            public uint Gid;
+            public int Pad0;
+            public ulong Rdev;
+            public long Size;
+            public long Blksize;
+            public long Blocks;
+            public long AtimeSec;
+            public long AtimeNsec;
+            public long MtimeSec;
+            public long MtimeNsec;
+            public long CtimeSec;
+            public long CtimeNsec;
+            public long Reserved0;
+            public long Reserved1;
+            public long Reserved2;
+        }
+
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct Timespec
+        {
+            public long Sec;
+            public long Nsec;
+        }
+
+        [LibraryImport(Lib, EntryPoint = "stat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        internal static partial int Stat(string path, out StatBuf buf);
+
+        [LibraryImport(Lib, EntryPoint = "lstat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        internal static partial int Lstat(string path, out StatBuf buf);
+
+        [LibraryImport(Lib, EntryPoint = "fstat", SetLastError = true)]
+        internal static partial int Fstat(int fd, out StatBuf buf);
+
+        [LibraryImport(Lib, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        internal static partial int Open(string path, int flags, int mode);
+
+        [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
+        internal static partial int Close(int fd);
+
+        [LibraryImport(Lib, EntryPoint = "read", SetLastError = true)]
+        internal static unsafe partial nint Read(int fd, byte* buf, nint count);
+
+        [LibraryImport(Lib, EntryPoint = "access", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        internal static partial int Access(string path, int mode);
+
+        [LibraryImport(Lib, EntryPoint = "readlink", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        internal static unsafe partial nint ReadLink(string path, byte* buf, nint size);
+
+        [LibraryImport(Lib, EntryPoint = "opendir", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        internal static partial nint OpenDir(string path);
+
+        [LibraryImport(Lib, EntryPoint = "readdir64", SetLastError = true)]
+        internal static partial nint ReadDir(nint dir);
+
+        [LibraryImport(Lib, EntryPoint = "closedir", SetLastError = true)]
+        internal static partial int CloseDir(nint dir);
+
+        [LibraryImport(Lib, EntryPoint = "utimensat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        internal static unsafe partial int Utimensat(int dirfd, string path, Timespec* times, int flags);
+
+        [LibraryImport(Lib, EntryPoint = "getuid")]
+        internal static partial uint GetUid();
+
+        [LibraryImport(Lib, EntryPoint = "getpid")]
+        internal static partial int GetPid();
+
+        internal static int Errno => Marshal.GetLastPInvokeError();
+
+        internal static CopperStat ToCopper(in StatBuf s) => new()
+        {
+            Dev = s.Dev,
+            Ino = s.Ino,
+            Nlink = s.Nlink,
+            Mode = s.Mode,
+            Uid = s.Uid,
+            Gid = s.Gid,
+            Rdev = s.Rdev,
+            Size = s.Size,
+            Blksize = s.Blksize,
+            Blocks = s.Blocks,
+            AtimeSec = s.AtimeSec,
+            AtimeNsec = s.AtimeNsec,
+            MtimeSec = s.MtimeSec,
+            MtimeNsec = s.MtimeNsec,
+            CtimeSec = s.CtimeSec,
+            CtimeNsec = s.CtimeNsec,
+        };
+    }
+}

@@ -1,0 +1,330 @@
+// The node's local server: a Unix socket in a 0700 directory, peers checked by uid
+// (SO_PEERCRED), one receive loop per connection over System.IO.Pipelines. A malformed
+// frame closes that connection only; the agent keeps serving everyone else.
+using System.Buffers;
+using System.Buffers.Binary;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Text;
+using Copper.Interop;
+using Microsoft.Extensions.Logging;
+
+namespace Copper.Agent;
+
+internal sealed partial class LocalServer : IDisposable
+{
+    private readonly NodeCache _cache;
+    private readonly Counters _counters;
+    private readonly ILogger _log;
+    private readonly int _node;
+    private readonly uint _uid = Interop.Libc.GetUid();
+    private readonly Socket _listener;
+
+    public LocalServer(string socketPath, NodeCache cache, Counters counters, ILogger log, int node)
+    {
+        _cache = cache;
+        _counters = counters;
+        _log = log;
+        _node = node;
+        _listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        _listener.Bind(new UnixDomainSocketEndPoint(socketPath));
+        _listener.Listen(512);
+    }
+
+    public async Task RunAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await _listener.AcceptAsync(ct);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+            catch (SocketException ex)
+            {
+                LogAcceptFailed(_log, ex.Message);
+                continue;
+            }
+            _ = Task.Run(() => ServeAsync(client, ct), CancellationToken.None);
+        }
+    }
+
+    public void Dispose() => _listener.Dispose();
+
+    private async Task ServeAsync(Socket client, CancellationToken ct)
+    {
+        using (client)
+        {
+            if (!PeerIsOurUser(client, out uint peerUid))
+            {
+                _counters.Rejected();
+                LogPeerRejected(_log, peerUid, _uid);
+                return;
+            }
+            _counters.Connection();
+            await using var stream = new NetworkStream(client, ownsSocket: false);
+            PipeReader reader = PipeReader.Create(stream);
+            PipeWriter writer = PipeWriter.Create(stream);
+            bool greeted = false;
+            string? closeReason = null;
+            try
+            {
+                while (closeReason == null)
+                {
+                    ReadResult result = await reader.ReadAsync(ct);
+                    ReadOnlySequence<byte> buffer = result.Buffer;
+                    FrameError error;
+                    while (Framing.TryReadFrame(ref buffer, out Frame frame, out error))
+                    {
+                        if ((frame.Op & Protocol.Reply) != 0)
+                        {
+                            closeReason = "reply opcode from a client";
+                            break;
+                        }
+                        var op = (Op)frame.Op;
+                        if (!greeted && op != Op.Hello)
+                        {
+                            closeReason = "request before HELLO";
+                            break;
+                        }
+                        if (op == Op.Hello)
+                        {
+                            if (!WriteHello(writer, frame))
+                            {
+                                closeReason = "bad HELLO";
+                                break;
+                            }
+                            greeted = true;
+                            continue;
+                        }
+                        _counters.Request();
+                        byte[] reply = await HandleAsync(op, frame.Payload, ct);
+                        WriteFrame(writer, frame.Op, frame.RequestId, reply);
+                    }
+                    if (closeReason == null && error != FrameError.None)
+                    {
+                        closeReason = "malformed frame: " + error;
+                    }
+                    reader.AdvanceTo(buffer.Start, buffer.End);
+                    await writer.FlushAsync(ct);
+                    if (result.IsCompleted)
+                    {
+                        if (buffer.Length > 0 && closeReason == null)
+                        {
+                            closeReason = "truncated frame";
+                        }
+                        break;
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            catch (Exception ex) when (ex is IOException or SocketException)
+            {
+                closeReason ??= ex.Message;
+            }
+            if (closeReason != null)
+            {
+                LogConnectionClosed(_log, closeReason);
+            }
+            await reader.CompleteAsync();
+            await writer.CompleteAsync();
+        }
+    }
+
+    private bool PeerIsOurUser(Socket client, out uint uid)
+    {
+        // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+        Span<byte> cred = stackalloc byte[12];
+        uid = uint.MaxValue;
+        try
+        {
+            int n = client.GetRawSocketOption(1 /* SOL_SOCKET */, 17 /* SO_PEERCRED */, cred);
+            if (n < 12)
+            {
+                return false;
+            }
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+        uid = BinaryPrimitives.ReadUInt32LittleEndian(cred[4..]);
+        return uid == _uid;
+    }
+
+    private bool WriteHello(PipeWriter writer, in Frame frame)
+    {
+        if (frame.Payload.Length < Marshal.SizeOf<Hello>())
+        {
+            return false;
+        }
+        Span<byte> raw = stackalloc byte[Marshal.SizeOf<Hello>()];
+        frame.Payload.Slice(0, raw.Length).CopyTo(raw);
+        Hello hello = MemoryMarshal.Read<Hello>(raw);
+        if (hello.Magic != Protocol.Magic)
+        {
+            return false;
+        }
+        var reply = new HelloReply
+        {
+            Magic = Protocol.Magic,
+            Major = Protocol.Major,
+            Minor = Protocol.Minor,
+            AgentPid = (uint)Environment.ProcessId,
+            Node = (uint)_node,
+            MaxCacheable = _cache.MaxBytes,
+        };
+        byte[] root = Encoding.UTF8.GetBytes(_cache.MirrorRoot);
+        byte[] payload = new byte[Marshal.SizeOf<HelloReply>() + root.Length];
+        MemoryMarshal.Write(payload, in reply);
+        root.CopyTo(payload, Marshal.SizeOf<HelloReply>());
+        WriteFrame(writer, frame.Op, frame.RequestId, payload);
+        // A client of another major version reads our version and falls back on its own.
+        return hello.Major == Protocol.Major;
+    }
+
+    private async ValueTask<byte[]> HandleAsync(Op op, ReadOnlySequence<byte> payload, CancellationToken ct)
+    {
+        switch (op)
+        {
+            case Op.Ping:
+                return Head(0);
+            case Op.Stats:
+                return Concat(Head(0), _counters.ToJson(_node));
+        }
+        int fixedPart = op == Op.Access ? Marshal.SizeOf<AccessRequest>() : 0;
+        if (payload.Length < fixedPart)
+        {
+            return Head(Interop.Libc.EINVAL);
+        }
+        int mode = 0;
+        if (op == Op.Access)
+        {
+            Span<byte> raw = stackalloc byte[fixedPart];
+            payload.Slice(0, fixedPart).CopyTo(raw);
+            mode = MemoryMarshal.Read<AccessRequest>(raw).Mode;
+        }
+        int status = PathPolicy.TryDecode(payload.Slice(fixedPart), out string path);
+        if (status != 0)
+        {
+            return Head(status);
+        }
+        switch (op)
+        {
+            case Op.Stat:
+            case Op.Lstat:
+            {
+                StatAnswer a = await _cache.StatAsync(path, op == Op.Stat, ct);
+                return a.Status == 0 ? Concat(Head(0), StructBytes(a.St)) : Head(a.Status);
+            }
+            case Op.ReadLink:
+            {
+                LinkAnswer a = await _cache.ReadLinkAsync(path, ct);
+                return a.Status == 0 ? Concat(Head(0), a.Target) : Head(a.Status);
+            }
+            case Op.Access:
+                return Head(await _cache.AccessAsync(path, mode, ct));
+            case Op.ListDir:
+            {
+                DirAnswer a = await _cache.ListDirAsync(path, ct);
+                return a.Status == 0 ? EncodeListing(a.Entries) : Head(a.Status);
+            }
+            case Op.Open:
+            {
+                OpenAnswer a = await _cache.OpenAsync(path, ct);
+                if (a.Status != 0)
+                {
+                    return Head(a.Status);
+                }
+                var reply = new OpenReply { Kind = (uint)a.Kind, St = a.St };
+                _counters.Served(a.St.Size);
+                return Concat(Head(0), StructBytes(reply), a.LocalPath);
+            }
+            default:
+                return Head(Interop.Libc.EINVAL);
+        }
+    }
+
+    private static byte[] EncodeListing(IReadOnlyList<DirEntry> entries)
+    {
+        int direntSize = Marshal.SizeOf<CopperDirent>();
+        long size = 8 + 4;
+        foreach (DirEntry e in entries)
+        {
+            size += direntSize + e.Name.Length;
+        }
+        if (size > Protocol.MaxPayload)
+        {
+            return Head(Protocol.StatusTooLong);
+        }
+        byte[] buf = new byte[size];
+        Head(0).CopyTo(buf, 0);
+        BinaryPrimitives.WriteUInt32LittleEndian(buf.AsSpan(8), (uint)entries.Count);
+        int at = 12;
+        foreach (DirEntry e in entries)
+        {
+            var d = new CopperDirent { Ino = e.Ino, Type = e.Type, NameLength = (ushort)e.Name.Length };
+            MemoryMarshal.Write(buf.AsSpan(at), in d);
+            at += direntSize;
+            e.Name.CopyTo(buf, at);
+            at += e.Name.Length;
+        }
+        return buf;
+    }
+
+    private static byte[] Head(int status)
+    {
+        byte[] b = new byte[8];
+        BinaryPrimitives.WriteInt32LittleEndian(b, status);
+        return b;
+    }
+
+    private static byte[] StructBytes<T>(in T value)
+        where T : unmanaged
+    {
+        byte[] b = new byte[Marshal.SizeOf<T>()];
+        MemoryMarshal.Write(b, in value);
+        return b;
+    }
+
+    private static byte[] Concat(params byte[][] parts)
+    {
+        int n = 0;
+        foreach (byte[] p in parts)
+        {
+            n += p.Length;
+        }
+        byte[] all = new byte[n];
+        int at = 0;
+        foreach (byte[] p in parts)
+        {
+            p.CopyTo(all, at);
+            at += p.Length;
+        }
+        return all;
+    }
+
+    private static void WriteFrame(PipeWriter writer, byte op, uint requestId, byte[] payload)
+    {
+        Span<byte> span = writer.GetSpan(Protocol.HeaderSize + payload.Length);
+        Framing.WriteHeader(span, (byte)(op | Protocol.Reply), requestId, payload.Length);
+        payload.CopyTo(span[Protocol.HeaderSize..]);
+        writer.Advance(Protocol.HeaderSize + payload.Length);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "accept failed: {Reason}")]
+    private static partial void LogAcceptFailed(ILogger logger, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "refused a client of uid {PeerUid} (agent uid {Uid})")]
+    private static partial void LogPeerRejected(ILogger logger, uint peerUid, uint uid);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "closed a connection: {Reason}")]
+    private static partial void LogConnectionClosed(ILogger logger, string reason);
+}

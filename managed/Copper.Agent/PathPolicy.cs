@@ -1,0 +1,66 @@
+// Paths arrive already stripped of the prefix, but the agent trusts no client: it decodes,
+// checks and normalizes them again, so `..` can never climb above the real root.
+using System.Buffers;
+using System.Text;
+using Copper.Interop;
+
+namespace Copper.Agent;
+
+internal static class PathPolicy
+{
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>Returns 0 and the normalized absolute path, or a status for the reply.</summary>
+    public static int TryDecode(ReadOnlySequence<byte> raw, out string path)
+    {
+        path = "/";
+        if (raw.Length >= Protocol.MaxPath)
+        {
+            return Interop.Libc.ENAMETOOLONG;
+        }
+        if (raw.Length == 0)
+        {
+            return Interop.Libc.ENOENT;
+        }
+        byte[] bytes = raw.ToArray();
+        if (bytes[0] != (byte)'/' || Array.IndexOf(bytes, (byte)0) >= 0)
+        {
+            return Interop.Libc.EINVAL;
+        }
+        string text;
+        try
+        {
+            text = StrictUtf8.GetString(bytes);
+        }
+        catch (DecoderFallbackException)
+        {
+            // Not representable here: the client reads the real path itself.
+            return Protocol.StatusFallback;
+        }
+        path = Normalize(text);
+        return 0;
+    }
+
+    /// <summary>Lexical normalization: collapses `//` and `.`, and `..` clamped at `/`.</summary>
+    public static string Normalize(string path)
+    {
+        var parts = new List<string>();
+        foreach (string part in path.Split('/', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (part == ".")
+            {
+                continue;
+            }
+            if (part == "..")
+            {
+                if (parts.Count > 0)
+                {
+                    parts.RemoveAt(parts.Count - 1);
+                }
+                continue;
+            }
+            parts.Add(part);
+        }
+        return "/" + string.Join('/', parts);
+    }
+}

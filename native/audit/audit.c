@@ -1,0 +1,1 @@
+int copper_audit_placeholder;

@@ -1,0 +1,416 @@
+#!/usr/bin/env bash
+# launch_copper.sh - start the Copper agent(s) for a prefix and print the environment
+# an application needs.
+#
+#   eval "$(launch_copper.sh -v /tmp/$USER/copper -l 4 -t file)"
+#   LD_PRELOAD=$COPPER_PRELOAD LD_AUDIT=$COPPER_AUDIT python3 ...   # or wrapper.sh
+#   stop_copper.sh -v /tmp/$USER/copper
+#
+# Options are upstream Copper's, with the same meaning (see usage below). Standard
+# output carries only `export NAME=value` lines (values quoted for the shell);
+# every diagnostic goes to standard error.
+#
+# Exit status: 0 the agent(s) are running and ready; 1 could not start or not ready in
+# time (whatever this run started is stopped again); 2 bad options.
+#
+# The agent binary is `copper-agent` next to this script (both live in out/bin/);
+# COPPER_AGENT=/path/to/agent overrides it (tests use a fake agent).
+set -euo pipefail
+
+readonly PROG=${0##*/}
+
+die_usage() { # message -> stderr, usage, exit 2
+    printf '%s: %s\n' "$PROG" "$1" >&2
+    usage >&2
+    exit 2
+}
+die() { printf '%s: error: %s\n' "$PROG" "$1" >&2; exit "${2:-1}"; }
+note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+
+usage() {
+    cat <<EOF
+usage: $PROG [options]
+  -l log_level      1 (most verbose) .. 6 (none)                      [6]
+  -t log_type       file | file_and_stdout (stdout_and_file)          [file]
+  -T trees          number of trees, positive integer                  [1]
+  -M max_bytes      largest file Copper caches; suffix K, M, G = 1024^n [10485760]
+  -s sleeptime      longest wait for readiness, seconds               [20]
+  -b physcpubind    cores to pin the agent to (taskset list); "" = none [48-51]
+  -v prefix         the Copper prefix (mount point)                   [/tmp/\$USER/copper]
+  -d log_dir        log directory                                     [/tmp/copper-logs-<uid>]
+  -c cache_dir      node-local cache directory                        [agent's default]
+  -n NODES, --simulate-nodes NODES
+                    start NODES agents on this machine (--node 0..NODES-1),
+                    each with its own socket and cache (testing without MPI)
+  -h, --help        this help
+Prints export lines for eval: COPPER_PREFIX, COPPER_PRELOAD, COPPER_AUDIT
+(and COPPER_RUNTIME_DIR when set). Agent override: COPPER_AGENT=/path.
+EOF
+}
+
+# ---------------------------------------------------------------- helpers
+
+is_posint() { [[ $1 =~ ^[0-9]{1,18}$ ]] && ((10#$1 > 0)); }
+
+# Absolute, normalized path (no trailing slash, no //, no . components; .. is kept
+# textual only when it cannot be resolved lexically). Does not touch the file system.
+abs_path() {
+    local p=$1 part out=()
+    [[ $p == /* ]] || p=$PWD/$p
+    local IFS=/
+    for part in $p; do
+        case $part in
+            '' | .) ;;
+            ..) ((${#out[@]})) && unset 'out[${#out[@]}-1]' ;;
+            *) out+=("$part") ;;
+        esac
+    done
+    if ((${#out[@]} == 0)); then printf '/\n'; else printf '/%s\n' "${out[*]}"; fi
+}
+
+# Expand a taskset-style cpu list ("48-51", "0,2,4-6") into one number per line.
+# Fails on syntax it does not understand.
+expand_cpulist() {
+    local item a b
+    local IFS=,
+    for item in $1; do
+        if [[ $item =~ ^([0-9]+)$ ]]; then
+            printf '%d\n' "$((10#$item))"
+        elif [[ $item =~ ^([0-9]+)-([0-9]+)$ ]]; then
+            a=$((10#${BASH_REMATCH[1]})) b=$((10#${BASH_REMATCH[2]}))
+            ((a <= b)) || return 1
+            seq "$a" "$b"
+        else
+            return 1
+        fi
+    done
+}
+
+# True when every core in the list exists on this machine and we may run on it.
+cpus_available() {
+    local list=$1 cpus c total
+    cpus=$(expand_cpulist "$list") || return 1
+    [[ -n $cpus ]] || return 1
+    total=$(nproc --all 2>/dev/null || echo 0)
+    for c in $cpus; do
+        if [[ -d /sys/devices/system/cpu ]]; then
+            [[ -d /sys/devices/system/cpu/cpu$c ]] || return 1
+        else
+            ((c < total)) || return 1
+        fi
+    done
+    # Existing is not enough: the core may be offline or outside our cpuset.
+    taskset -c "$list" true 2>/dev/null
+}
+
+now_ms() { # milliseconds since the epoch, without forking
+    local t=${EPOCHREALTIME/[^0-9]/}
+    printf '%s\n' "$((10#${t:0:${#t}-3}))"
+}
+
+# pid file -> pid of a live agent process, or nothing (status 1). A pid whose process
+# does not look like an agent (no --prefix on its command line) is a reused pid.
+live_pid() {
+    local pidfile=$1 pid cmd
+    [[ -r $pidfile ]] || return 1
+    read -r pid <"$pidfile" 2>/dev/null || [[ -n ${pid:-} ]] || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    if [[ -r /proc/$pid/cmdline ]]; then
+        cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+        [[ $cmd == *--prefix* ]] || return 1
+    fi
+    printf '%s\n' "$pid"
+}
+
+# ---------------------------------------------------------------- options
+
+log_level=6
+log_type="file"
+trees=1
+max_bytes=10485760
+sleeptime=20
+physcpubind=48-51
+user=${USER:-}
+[[ -n $user ]] || user=$(id -un)
+prefix=/tmp/$user/copper
+log_dir=/tmp/copper-logs-$(id -u)
+cache_dir=
+nodes=    # empty: one agent, started without --node
+
+# Long options first (getopts knows only short ones).
+args=()
+while (($#)); do
+    case $1 in
+        --simulate-nodes) (($# >= 2)) || die_usage "option --simulate-nodes needs a value"
+            args+=(-n "$2"); shift 2 ;;
+        --simulate-nodes=*) args+=(-n "${1#*=}"); shift ;;
+        --help) args+=(-h); shift ;;
+        --) args+=("$@"); break ;;
+        --*) die_usage "unknown option '$1'" ;;
+        *) args+=("$1"); shift ;;
+    esac
+done
+set -- ${args[@]+"${args[@]}"}
+
+OPTIND=1
+while getopts ':l:t:T:M:s:b:v:d:c:n:h' opt; do
+    case $opt in
+        l) [[ $OPTARG =~ ^[1-6]$ ]] || die_usage "-l: log level must be 1..6, got '$OPTARG'"
+           log_level=$OPTARG ;;
+        t) case $OPTARG in
+               file) log_type="file" ;;
+               file_and_stdout | stdout_and_file) log_type=file_and_stdout ;;
+               *) die_usage "-t: log type must be 'file' or 'file_and_stdout', got '$OPTARG'" ;;
+           esac ;;
+        T) is_posint "$OPTARG" || die_usage "-T: trees must be a positive integer, got '$OPTARG'"
+           trees=$((10#$OPTARG)) ;;
+        M) if [[ $OPTARG =~ ^([0-9]{1,15})([KkMmGg]?)$ ]]; then
+               max_bytes=$((10#${BASH_REMATCH[1]}))
+               case ${BASH_REMATCH[2]} in
+                   K | k) max_bytes=$((max_bytes * 1024)) ;;
+                   M | m) max_bytes=$((max_bytes * 1024 * 1024)) ;;
+                   G | g) max_bytes=$((max_bytes * 1024 * 1024 * 1024)) ;;
+               esac
+               ((max_bytes > 0)) || die_usage "-M: size must be positive, got '$OPTARG'"
+           else
+               die_usage "-M: size must be a positive integer with optional K/M/G, got '$OPTARG'"
+           fi ;;
+        s) [[ $OPTARG =~ ^[0-9]{1,9}(\.[0-9]{1,3})?$ ]] ||
+               die_usage "-s: sleeptime must be a number of seconds, got '$OPTARG'"
+           sleeptime=$OPTARG ;;
+        b) physcpubind=$OPTARG
+           if [[ -n $physcpubind && $physcpubind != none ]]; then
+               expand_cpulist "$physcpubind" >/dev/null ||
+                   die_usage "-b: not a cpu list (like 48-51 or 0,2,4-6): '$OPTARG'"
+           fi ;;
+        v) [[ -n $OPTARG ]] || die_usage "-v: prefix must not be empty"
+           prefix=$(abs_path "$OPTARG")
+           [[ $prefix != / ]] || die_usage "-v: prefix must not be /" ;;
+        d) [[ -n $OPTARG ]] || die_usage "-d: log dir must not be empty"
+           log_dir=$(abs_path "$OPTARG") ;;
+        c) [[ -n $OPTARG ]] || die_usage "-c: cache dir must not be empty"
+           cache_dir=$(abs_path "$OPTARG")
+           [[ $cache_dir != / ]] || die_usage "-c: cache dir must not be /" ;;
+        n) is_posint "$OPTARG" || die_usage "-n: node count must be a positive integer, got '$OPTARG'"
+           nodes=$((10#$OPTARG)) ;;
+        h) usage; exit 0 ;;
+        :) die_usage "option -$OPTARG needs a value" ;;
+        *) die_usage "unknown option -$OPTARG" ;;
+    esac
+done
+shift $((OPTIND - 1))
+(($# == 0)) || die_usage "unexpected argument '$1'"
+
+# Readiness timeout in ms.
+if [[ $sleeptime == *.* ]]; then
+    frac=${sleeptime#*.}000
+    timeout_ms=$((10#${sleeptime%%.*} * 1000 + 10#${frac:0:3}))
+else
+    timeout_ms=$((10#$sleeptime * 1000))
+fi
+
+# ---------------------------------------------------------------- locations
+
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+agent=${COPPER_AGENT:-$script_dir/copper-agent}
+[[ -x $agent ]] || die "agent not found or not executable: $agent (set COPPER_AGENT to override)"
+lib_dir=$(abs_path "$script_dir/../lib")
+preload_lib=$lib_dir/libcopper-preload.so
+audit_lib=$lib_dir/libcopper-audit.so
+for lib in "$preload_lib" "$audit_lib"; do
+    [[ -e $lib ]] || note "warning: $lib does not exist (is the native part built?)"
+done
+
+mkdir -p "$log_dir" || die "cannot create log dir $log_dir"
+[[ -w $log_dir ]] || die "log dir $log_dir is not writable"
+
+# Node list. A later MPI launcher replaces start_local_agents with one mpiexec job
+# (one agent rank per node); option handling, readiness wait and output stay as is.
+if [[ -n $nodes ]]; then
+    mapfile -t node_ids < <(seq 0 $((nodes - 1)))
+else
+    node_ids=(-) # "-": a single agent, started without --node
+fi
+
+node_opts() { [[ $1 == - ]] || printf '%s\n' --node "$1"; }
+node_name() { if [[ $1 == - ]]; then printf '%s\n' "$(hostname -s 2>/dev/null || echo node)"; else printf 'node %s\n' "$1"; fi; }
+node_tag() { if [[ $1 == - ]]; then printf '%s\n' "$(hostname -s 2>/dev/null || echo node)"; else printf '%s.n%s\n' "$(hostname -s 2>/dev/null || echo node)" "$1"; fi; }
+
+declare -A sock_dir=()
+for k in "${node_ids[@]}"; do
+    mapfile -t nopt < <(node_opts "$k")
+    sock=$("$agent" --print-socket --prefix "$prefix" ${nopt[@]+"${nopt[@]}"}) ||
+        die "'$agent --print-socket' failed"
+    [[ $sock == /*/agent.sock ]] || die "unexpected socket path from the agent: '$sock'"
+    sock_dir[$k]=${sock%/agent.sock}
+done
+
+# Serialize launches for one prefix (two launches must not start two agents).
+first=${node_ids[0]}
+runtime_dir=${sock_dir[$first]%/*}
+# shellcheck disable=SC2174 # only the runtime dir itself must be 0700
+mkdir -p -m 700 "$runtime_dir" 2>/dev/null || die "cannot create runtime dir $runtime_dir"
+[[ -O $runtime_dir ]] || die "runtime dir $runtime_dir is not owned by $(id -un)"
+base=${sock_dir[$first]##*/}
+base=${base%.n[0-9]*}
+lock=$runtime_dir/.$base.lock
+exec 9>>"$lock" || die "cannot open lock $lock"
+flock -w "$(((timeout_ms + 999) / 1000 + 5))" 9 || die "another launch for $prefix holds $lock"
+
+# ---------------------------------------------------------------- start
+
+pin=
+if [[ -n $physcpubind && $physcpubind != none ]]; then
+    if cpus_available "$physcpubind"; then
+        pin=$physcpubind
+    else
+        pin_msg="cores '$physcpubind' are not all available on $(hostname -s 2>/dev/null || echo this node) ($(nproc --all 2>/dev/null || echo '?') cpus, online $(cat /sys/devices/system/cpu/online 2>/dev/null || echo '?')): starting the agent unpinned"
+    fi
+fi
+
+# Reset SIGINT/SIGQUIT to default: a background job of a non-interactive shell
+# inherits them ignored, and the agent must stop on SIGINT too.
+reset_sig=()
+if env --default-signal=INT true 2>/dev/null; then
+    reset_sig=(env '--default-signal=INT,QUIT' --)
+fi
+
+declare -A started=()  # node -> pid of an agent this run started
+declare -A waiting=()  # node -> 1 while we wait for its readiness
+
+agent_out() { printf '%s/copper-agent.%s.out\n' "$log_dir" "$(node_tag "$1")"; }
+
+# Start one agent for node $1, detached, output appended to its .out file.
+start_local_agent() {
+    local k=$1 out cmd=() nopt=()
+    mapfile -t nopt < <(node_opts "$k")
+    out=$(agent_out "$k")
+    cmd=("$agent" --prefix "$prefix" --log-level "$log_level" --log-type "$log_type"
+        --log-dir "$log_dir" --max-cacheable-bytes "$max_bytes" --trees "$trees")
+    cmd+=(${nopt[@]+"${nopt[@]}"})
+    if [[ -n $cache_dir ]]; then
+        if [[ -n $nodes ]] && ((nodes > 1)); then
+            cmd+=(--cache-dir "$cache_dir.n$k") # each simulated node its own cache
+        else
+            cmd+=(--cache-dir "$cache_dir")
+        fi
+    fi
+    [[ -z $pin ]] || cmd=(taskset -c "$pin" "${cmd[@]}")
+    if [[ -n ${pin_msg:-} && -z ${pin_msg_shown:-} ]]; then
+        note "$pin_msg" # once on stderr; in every node's log below
+        pin_msg_shown=1
+    fi
+    {
+        printf '==== %s %s: starting %s\n' "$(date '+%F %T')" "$PROG" "${cmd[*]}"
+        [[ -z ${pin_msg:-} ]] || printf '%s: %s\n' "$PROG" "$pin_msg"
+    } >>"$out"
+    setsid ${reset_sig[@]+"${reset_sig[@]}"} "${cmd[@]}" </dev/null >>"$out" 2>&1 9>&- &
+    started[$k]=$!
+    waiting[$k]=1
+}
+
+start_local_agents() {
+    local k d pid
+    for k in "${node_ids[@]}"; do
+        d=${sock_dir[$k]}
+        if pid=$(live_pid "$d/agent.pid"); then
+            if [[ -e $d/agent.ready ]]; then
+                note "$(node_name "$k"): agent already running for $prefix (pid $pid)"
+            else
+                note "$(node_name "$k"): agent for $prefix is starting (pid $pid); waiting"
+                waiting[$k]=1
+            fi
+            continue
+        fi
+        # Stale files of an agent that died without cleaning up.
+        if [[ -d $d ]]; then
+            rm -f "$d/agent.sock" "$d/agent.ready" "$d/agent.pid"
+        fi
+        start_local_agent "$k"
+    done
+}
+
+# Stop the agents this run started (SIGTERM, then SIGKILL), and their files.
+stop_started() {
+    local k pid d cache deadline
+    for k in "${!started[@]}"; do
+        kill -TERM "${started[$k]}" 2>/dev/null || true
+    done
+    deadline=$(($(now_ms) + 2000))
+    for k in "${!started[@]}"; do
+        pid=${started[$k]} d=${sock_dir[$k]}
+        while kill -0 "$pid" 2>/dev/null && (($(now_ms) < deadline)); do
+            # a child that exited is a zombie until waited for: reap it
+            [[ $(ps -o stat= -p "$pid" 2>/dev/null) != Z* ]] || break
+            sleep 0.02
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        cache=
+        if [[ -r $d/cache-dir ]]; then read -r cache <"$d/cache-dir" || true; fi
+        rm -f "$d/agent.sock" "$d/agent.ready" "$d/agent.pid" "$d/cache-dir"
+        rmdir "$d" 2>/dev/null || true
+        if [[ $cache == /?*/?* && -O $cache ]]; then rm -rf -- "$cache"; fi
+    done
+    started=()
+}
+
+on_signal() {
+    note "interrupted; stopping the agents started"
+    stop_started
+    exit 130
+}
+trap on_signal INT TERM HUP
+
+# Poll every 20 ms until every waited-for node has agent.ready, an agent we started
+# died, or the timeout passed.
+wait_ready() {
+    local deadline k d pid rc
+    deadline=$(($(now_ms) + timeout_ms))
+    while :; do
+        for k in "${!waiting[@]}"; do
+            d=${sock_dir[$k]}
+            if [[ -e $d/agent.ready ]]; then
+                unset 'waiting[$k]'
+                continue
+            fi
+            pid=${started[$k]:-}
+            if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+                rc=0
+                wait "$pid" 2>/dev/null || rc=$?
+                note "error: the agent for $(node_name "$k") exited (status $rc) before it was ready; see $(agent_out "$k")"
+                # the agent's own last lines (after this run's "====" marker)
+                awk '/^==== /{n=0; delete l; next} {l[++n]=$0} END{for(i=(n>8?n-7:1);i<=n;i++) print "    " l[i]}' \
+                    "$(agent_out "$k")" >&2 2>/dev/null || true
+                unset 'started[$k]'
+                stop_started
+                exit 1
+            fi
+        done
+        ((${#waiting[@]})) || return 0
+        if (($(now_ms) >= deadline)); then
+            local names=() k2 list
+            for k2 in "${!waiting[@]}"; do names+=("$(node_name "$k2")"); done
+            list=$(printf '%s\n' "${names[@]}" | sort -V | paste -sd, - | sed 's/,/, /g')
+            note "error: not ready after ${sleeptime}s: $list (prefix $prefix; logs in $log_dir)"
+            stop_started
+            exit 1
+        fi
+        sleep 0.02
+    done
+}
+
+start_local_agents
+wait_ready
+trap - INT TERM HUP
+exec 9>&-
+
+# ---------------------------------------------------------------- output (stdout only)
+
+printf 'export COPPER_PREFIX=%q\n' "$prefix"
+printf 'export COPPER_PRELOAD=%q\n' "$preload_lib"
+printf 'export COPPER_AUDIT=%q\n' "$audit_lib"
+if [[ -n ${COPPER_RUNTIME_DIR:-} ]]; then
+    printf 'export COPPER_RUNTIME_DIR=%q\n' "$COPPER_RUNTIME_DIR"
+fi

@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# stop_copper.sh - stop the Copper agent(s) of a prefix and remove what they left.
+#
+#   stop_copper.sh -v /tmp/$USER/copper          # every agent of the prefix on this machine
+#   stop_copper.sh -v /tmp/$USER/copper -n 4     # simulated nodes 0..3 only
+#
+# Idempotent: exits 0 when nothing was running. For each agent directory
+# (<runtime dir>/<hash>[.n<node>]) it unmounts a FUSE mount at the prefix, sends SIGTERM
+# to the pid in agent.pid, waits up to 5 s, then SIGKILL; then removes the socket, the
+# ready and pid files, the directory and the cache directory named in `cache-dir`.
+# Exit status: 0 done; 1 something could not be stopped or removed; 2 bad options.
+#
+# The agent binary (for --print-socket) is `copper-agent` next to this script;
+# COPPER_AGENT=/path overrides it. Without an agent binary the socket directory is
+# computed here (FNV-1a-64 of the prefix, as in interop/copper_protocol.h).
+set -euo pipefail
+
+readonly PROG=${0##*/}
+
+usage() {
+    cat <<EOF
+usage: $PROG [-v prefix] [-n NODES] [-h]
+  -v prefix   the Copper prefix                        [/tmp/\$USER/copper]
+  -n NODES    stop simulated nodes 0..NODES-1 only      [every agent of the prefix]
+  -h          this help
+EOF
+}
+die_usage() { printf '%s: %s\n' "$PROG" "$1" >&2; usage >&2; exit 2; }
+note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+
+is_posint() { [[ $1 =~ ^[0-9]{1,18}$ ]] && ((10#$1 > 0)); }
+
+abs_path() { # same normalization as launch_copper.sh
+    local p=$1 part out=()
+    [[ $p == /* ]] || p=$PWD/$p
+    local IFS=/
+    for part in $p; do
+        case $part in
+            '' | .) ;;
+            ..) ((${#out[@]})) && unset 'out[${#out[@]}-1]' ;;
+            *) out+=("$part") ;;
+        esac
+    done
+    if ((${#out[@]} == 0)); then printf '/\n'; else printf '/%s\n' "${out[*]}"; fi
+}
+
+# 16 hex digits of FNV-1a-64 over the bytes of $1 (bash arithmetic wraps mod 2^64).
+fnv1a64() {
+    local h=$((0xcbf29ce484222325)) b
+    for b in $(printf '%s' "$1" | od -An -v -tu1); do
+        h=$(((h ^ b) * 0x100000001b3))
+    done
+    printf '%016x\n' "$h"
+}
+
+user=${USER:-}
+[[ -n $user ]] || user=$(id -un)
+prefix=/tmp/$user/copper
+nodes=
+
+for a in "$@"; do
+    case $a in
+        --help) usage; exit 0 ;;
+        --) break ;;
+        --*) die_usage "unknown option '$a'" ;;
+    esac
+done
+OPTIND=1
+while getopts ':v:n:h' opt; do
+    case $opt in
+        v) [[ -n $OPTARG ]] || die_usage "-v: prefix must not be empty"
+           prefix=$(abs_path "$OPTARG")
+           [[ $prefix != / ]] || die_usage "-v: prefix must not be /" ;;
+        n) is_posint "$OPTARG" || die_usage "-n: node count must be a positive integer, got '$OPTARG'"
+           nodes=$((10#$OPTARG)) ;;
+        h) usage; exit 0 ;;
+        :) die_usage "option -$OPTARG needs a value" ;;
+        *) die_usage "unknown option -$OPTARG" ;;
+    esac
+done
+shift $((OPTIND - 1))
+(($# == 0)) || die_usage "unexpected argument '$1'"
+
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+agent=${COPPER_AGENT:-$script_dir/copper-agent}
+
+# Socket directory of node $1 ("-" = started without --node).
+sock_dir_of() {
+    local k=$1 sock nopt=()
+    [[ $k == - ]] || nopt=(--node "$k")
+    if [[ -x $agent ]] && sock=$("$agent" --print-socket --prefix "$prefix" "${nopt[@]}" 2>/dev/null) &&
+        [[ $sock == /*/agent.sock ]]; then
+        printf '%s\n' "${sock%/agent.sock}"
+    else
+        local rt=${COPPER_RUNTIME_DIR:-/tmp/copper-run-$(id -u)}
+        printf '%s/%s%s\n' "${rt%/}" "$(fnv1a64 "$prefix")" "${nopt[1]:+.n${nopt[1]}}"
+    fi
+}
+
+# --------------------------------------------------------------- which directories
+
+d0=$(sock_dir_of -)
+runtime_dir=${d0%/*}
+base=${d0##*/}
+base=${base%.n[0-9]*}
+
+# Every directory of the prefix: <hash> and <hash>.n<k>.
+all_dirs() {
+    local d
+    for d in "$runtime_dir/$base" "$runtime_dir/$base".n*; do
+        [[ -d $d ]] || continue
+        [[ $d == "$runtime_dir/$base" || ${d##*.n} =~ ^[0-9]+$ ]] && printf '%s\n' "$d"
+    done
+}
+
+dirs=()
+if [[ -n $nodes ]]; then
+    for ((k = 0; k < nodes; k++)); do dirs+=("$(sock_dir_of "$k")"); done
+else
+    mapfile -t dirs < <(all_dirs)
+fi
+
+status=0
+
+# --------------------------------------------------------------- FUSE mount
+
+mount_escaped() { # /proc/mounts escapes space, tab, newline and backslash as octal
+    local p=${1//\\/\\134}
+    p=${p// /\\040}
+    p=${p//$'\t'/\\011}
+    printf '%s\n' "${p//$'\n'/\\012}"
+}
+mounted() { grep -qF " $(mount_escaped "$prefix") " /proc/mounts 2>/dev/null; }
+
+unmount_prefix() {
+    local i
+    for ((i = 0; i < 4; i++)); do # stacked mounts: unmount each
+        mounted || return 0
+        note "unmounting $prefix"
+        fusermount3 -u "$prefix" 2>/dev/null ||
+            fusermount3 -uz "$prefix" 2>/dev/null || # busy: lazy, as the user
+            umount -l "$prefix" 2>/dev/null ||
+            { note "error: cannot unmount $prefix"; status=1; return 0; }
+    done
+    if mounted; then note "error: $prefix is still mounted"; status=1; fi
+}
+
+# --------------------------------------------------------------- agents
+
+# Pid of a live agent from a pid file, or status 1 (pid reused by another program: the
+# process has no --prefix on its command line).
+live_pid() {
+    local pidfile=$1 pid='' cmd
+    [[ -r $pidfile ]] || return 1
+    read -r pid <"$pidfile" 2>/dev/null || [[ -n $pid ]] || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    if [[ -r /proc/$pid/cmdline ]]; then
+        cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+        [[ $cmd == *--prefix* ]] || return 1
+    fi
+    printf '%s\n' "$pid"
+}
+
+gone() { # pid has exited (or is a zombie not yet reaped by its parent)
+    local stat
+    kill -0 "$1" 2>/dev/null || return 0
+    read -r stat <"/proc/$1/stat" 2>/dev/null || return 0
+    stat=${stat##*) }
+    [[ ${stat:0:1} == Z ]]
+}
+
+now_ms() { # milliseconds since the epoch, without forking
+    local t=${EPOCHREALTIME/[^0-9]/}
+    printf '%s\n' "$((10#${t:0:${#t}-3}))"
+}
+
+# Stop the agents of the directories given: SIGTERM to all, one shared 5 s wait,
+# SIGKILL to the survivors; then remove their files and cache directories.
+stop_dirs() {
+    local d pid n deadline sig caches=() pids=() alive
+    for d in "$@"; do
+        local cache=''
+        if [[ -r $d/cache-dir ]]; then read -r cache <"$d/cache-dir" || true; fi
+        caches+=("$cache")
+        if pid=$(live_pid "$d/agent.pid"); then
+            note "stopping agent pid $pid (${d##*/})"
+            kill -TERM "$pid" 2>/dev/null || true
+            pids+=("$pid")
+        fi
+    done
+    for sig in KILL ''; do
+        deadline=$(($(now_ms) + 5000)) # 5 s after SIGTERM, then 5 s after SIGKILL
+        while :; do
+            alive=()
+            for pid in ${pids[@]+"${pids[@]}"}; do gone "$pid" || alive+=("$pid"); done
+            if ((${#alive[@]} == 0)) || (($(now_ms) >= deadline)); then break; fi
+            sleep 0.02
+        done
+        pids=(${alive[@]+"${alive[@]}"})
+        ((${#pids[@]})) || break
+        if [[ -n $sig ]]; then
+            note "agent pid(s) ${pids[*]} did not exit within 5 s: SIGKILL"
+            kill -KILL "${pids[@]}" 2>/dev/null || true
+        else
+            note "error: agent pid(s) ${pids[*]} survive SIGKILL"
+            status=1
+        fi
+    done
+    n=0
+    for d in "$@"; do
+        rm -f -- "$d/agent.sock" "$d/agent.ready" "$d/agent.pid" "$d/cache-dir"
+        rm -rf -- "$d" || { note "error: cannot remove $d"; status=1; }
+        remove_cache "${caches[n]}"
+        n=$((n + 1))
+    done
+}
+
+remove_cache() {
+    local c=$1
+    [[ -n $c ]] || return 0
+    c=$(abs_path "$c")
+    # Never a short or foreign path: at least two components, not $HOME, ours.
+    if [[ $c != /?*/?* || $c == "${HOME:-/nonexistent}" ]]; then
+        note "warning: not removing suspicious cache dir '$c'"
+        return 0
+    fi
+    [[ -e $c ]] || return 0
+    if [[ ! -O $c ]]; then
+        note "warning: cache dir $c is not owned by $(id -un); left in place"
+        return 0
+    fi
+    rm -rf -- "$c" || { note "error: cannot remove cache dir $c"; status=1; }
+}
+
+unmount_prefix
+
+present=()
+for d in "${dirs[@]}"; do
+    if [[ -e $d ]]; then present+=("$d"); fi
+done
+found=${#present[@]}
+((found == 0)) || stop_dirs "${present[@]}"
+
+# Default cache dirs of agents that died before writing `cache-dir`.
+default_cache_root=${TMPDIR:-/tmp}
+default_cache_root=${default_cache_root%/}/copper-cache-$(id -u)
+for d in "${dirs[@]}"; do
+    name=${d##*/}
+    if [[ -e $default_cache_root/$name ]]; then remove_cache "$default_cache_root/$name"; fi
+done
+rmdir "$default_cache_root" 2>/dev/null || true
+
+# The launch lock of launch_copper.sh, once no agent directory of the prefix is left.
+if [[ -z $(all_dirs) ]]; then rm -f -- "$runtime_dir/.$base.lock"; fi
+rmdir "$runtime_dir" 2>/dev/null || true
+
+unmount_prefix
+((found)) || note "no agent for $prefix"
+exit "$status"
