@@ -233,9 +233,10 @@ else
     node_ids=(-) # "-": a single agent, started without --node
 fi
 
+host=$(hostname -s 2>/dev/null || uname -n)
 node_opts() { [[ $1 == - ]] || printf '%s\n' --node "$1"; }
-node_name() { if [[ $1 == - ]]; then printf '%s\n' "$(hostname -s 2>/dev/null || echo node)"; else printf 'node %s\n' "$1"; fi; }
-node_tag() { if [[ $1 == - ]]; then printf '%s\n' "$(hostname -s 2>/dev/null || echo node)"; else printf '%s.n%s\n' "$(hostname -s 2>/dev/null || echo node)" "$1"; fi; }
+node_name() { if [[ $1 == - ]]; then printf '%s\n' "$host"; else printf 'node %s\n' "$1"; fi; }
+node_tag() { if [[ $1 == - ]]; then printf '%s\n' "$host"; else printf '%s.n%s\n' "$host" "$1"; fi; }
 
 declare -A sock_dir=()
 for k in "${node_ids[@]}"; do
@@ -265,7 +266,7 @@ if [[ -n $physcpubind && $physcpubind != none ]]; then
     if cpus_available "$physcpubind"; then
         pin=$physcpubind
     else
-        pin_msg="cores '$physcpubind' are not all available on $(hostname -s 2>/dev/null || echo this node) ($(nproc --all 2>/dev/null || echo '?') cpus, online $(cat /sys/devices/system/cpu/online 2>/dev/null || echo '?')): starting the agent unpinned"
+        pin_msg="cores '$physcpubind' are not all available on $host ($(nproc --all 2>/dev/null || echo '?') cpus, online $(cat /sys/devices/system/cpu/online 2>/dev/null || echo '?')): starting the agent unpinned"
     fi
 fi
 

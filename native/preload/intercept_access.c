@@ -21,8 +21,8 @@ static int handle_access(int dirfd, const char *path, int mode, int flags)
     else if (s > 0)
         r = -s;
     else {
-        r = REAL(faccessat)(AT_FDCWD, real, mode, flags);
-        r = r < 0 ? -errno : 0;
+        r = REAL(faccessat)(AT_FDCWD, real, mode & ~W_OK, flags);
+        r = r < 0 ? -errno : (mode & W_OK) ? -EROFS : 0;
     }
     errno = saved;
     copper_in_shim--;

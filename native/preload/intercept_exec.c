@@ -1,1 +1,277 @@
+/*
+ * exec family and process creation: execve, execv, execvp, execvpe, execl, execlp,
+ * execle, posix_spawn, posix_spawnp, vfork. A Copper program is materialized through
+ * OPEN and its local (mode-preserving) copy is executed with argv unchanged. PATH is
+ * searched here only when one of its entries is under the prefix. vfork() becomes
+ * fork(): a vfork child must not run shim code that locks, allocates or talks, and a
+ * fork is a POSIX-legal vfork. Return/errno contract: that of the wrapped function
+ * (posix_spawn* return an error number and leave errno alone).
+ */
 #include "shim.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+extern char **environ;
+
+/* Local path to execute for a Copper path. Returns 0, a positive errno, or <0 (use buf
+   = the real path). */
+static int exec_target(const char *path, char *buf)
+{
+    char real[COPPER_MAX_PATH];
+    int r = copper_strip(path, real);
+    if (r)
+        return r;
+    copper_in_shim++;
+    int saved = errno;
+    uint32_t kind = 0;
+    copper_stat st;
+    int s = copper_get_open(real, &kind, buf, &st);
+    errno = saved;
+    copper_in_shim--;
+    if (s == 0 && kind == COPPER_OPEN_DIR)
+        return EACCES;
+    if (s < 0)
+        strcpy(buf, real);
+    return s > 0 ? s : 0;
+}
+
+static int copper_execve(const char *path, char *const argv[], char *const envp[])
+{
+    if (!copper_is_path(path))
+        return REAL(execve)(path, argv, envp);
+    char local[COPPER_MAX_PATH];
+    int s = exec_target(path, local);
+    if (s > 0) {
+        errno = s;
+        return -1;
+    }
+    return REAL(execve)(local, argv, envp);
+}
+
+COPPER_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+    return copper_execve(path, argv, envp);
+}
+
+COPPER_EXPORT int execv(const char *path, char *const argv[])
+{
+    return copper_execve(path, argv, environ);
+}
+
+static int path_has_copper(const char *pathvar)
+{
+    const char *p = pathvar;
+    while (p) {
+        const char *e = strchr(p, ':');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        char dir[COPPER_MAX_PATH];
+        if (n < sizeof dir) {
+            memcpy(dir, p, n);
+            dir[n] = '\0';
+            if (copper_under_prefix(dir))
+                return 1;
+        }
+        p = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
+/* Is the Copper candidate a regular file with an execute bit? 0 or errno. */
+static int copper_executable(const char *cand)
+{
+    char real[COPPER_MAX_PATH];
+    if (copper_strip(cand, real) != 0)
+        return ENAMETOOLONG;
+    copper_in_shim++;
+    int saved = errno;
+    copper_stat st;
+    int s = copper_get_stat(COPPER_OP_STAT, real, &st);
+    errno = saved;
+    copper_in_shim--;
+    if (s < 0) {
+        struct stat rs;
+        if (REAL(stat)(real, &rs) != 0)
+            return errno;
+        return S_ISREG(rs.st_mode) && (rs.st_mode & 0111) ? 0 : EACCES;
+    }
+    if (s > 0)
+        return s;
+    return S_ISREG(st.mode) && (st.mode & 0111) ? 0 : EACCES;
+}
+
+static void exec_shell(const char *cand, char *const argv[], char *const envp[])
+{
+    size_t n = 0;
+    while (argv[n])
+        n++;
+    char *nargv[n + 2];
+    nargv[0] = (char *)"/bin/sh";
+    nargv[1] = (char *)cand;
+    for (size_t i = 1; i <= n; i++)
+        nargv[i + 1] = argv[i];
+    if (n == 0)
+        nargv[2] = NULL;
+    REAL(execve)("/bin/sh", nargv, envp);
+}
+
+static int copper_execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    const char *pathvar = getenv("PATH");
+    if (file == NULL || *file == '\0' || strchr(file, '/') != NULL ||
+        !path_has_copper(pathvar ? pathvar : ""))
+        return REAL(execvpe)(file, argv, envp);
+    int got_eacces = 0;
+    const char *p = pathvar;
+    while (p) {
+        const char *e = strchr(p, ':');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        char cand[COPPER_MAX_PATH];
+        if (n + 1 + strlen(file) < sizeof cand) {
+            if (n == 0)
+                snprintf(cand, sizeof cand, "%s", file);
+            else
+                snprintf(cand, sizeof cand, "%.*s/%s", (int)n, p, file);
+            if (copper_under_prefix(cand)) {
+                int s = copper_executable(cand);
+                if (s == 0) {
+                    copper_execve(cand, argv, envp);
+                    if (errno == ENOEXEC)
+                        exec_shell(cand, argv, envp);
+                    return -1;
+                }
+                if (s == EACCES)
+                    got_eacces = 1;
+            } else {
+                REAL(execve)(cand, argv, envp);
+                if (errno == ENOEXEC) {
+                    exec_shell(cand, argv, envp);
+                    return -1;
+                }
+                if (errno == EACCES)
+                    got_eacces = 1;
+                else if (errno != ENOENT && errno != ENOTDIR && errno != ESTALE &&
+                         errno != ENODEV && errno != ETIMEDOUT)
+                    return -1;
+            }
+        }
+        p = e ? e + 1 : NULL;
+    }
+    errno = got_eacces ? EACCES : ENOENT;
+    return -1;
+}
+
+COPPER_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    copper_check_init();
+    return copper_execvpe(file, argv, envp);
+}
+
+COPPER_EXPORT int execvp(const char *file, char *const argv[])
+{
+    copper_check_init();
+    return copper_execvpe(file, argv, environ);
+}
+
+/* Collect execl-style arguments into a NULL-terminated array on the stack. */
+#define COLLECT_ARGS(arg, argv, envp_out)                      \
+    size_t argc_ = 1;                                          \
+    va_list ap_;                                               \
+    va_start(ap_, arg);                                        \
+    while (va_arg(ap_, char *) != NULL)                        \
+        argc_++;                                               \
+    va_end(ap_);                                               \
+    char *argv[argc_ + 1];                                     \
+    argv[0] = (char *)arg;                                     \
+    va_start(ap_, arg);                                        \
+    for (size_t i_ = 1; i_ <= argc_; i_++)                     \
+        argv[i_] = va_arg(ap_, char *);                        \
+    envp_out = va_arg(ap_, char **);                           \
+    va_end(ap_);
+
+COPPER_EXPORT int execl(const char *path, const char *arg, ...)
+{
+    char **envp;
+    COLLECT_ARGS(arg, argv, envp);
+    (void)envp;
+    return copper_execve(path, argv, environ);
+}
+
+COPPER_EXPORT int execle(const char *path, const char *arg, ...)
+{
+    char **envp;
+    COLLECT_ARGS(arg, argv, envp);
+    return copper_execve(path, argv, envp);
+}
+
+COPPER_EXPORT int execlp(const char *file, const char *arg, ...)
+{
+    char **envp;
+    COLLECT_ARGS(arg, argv, envp);
+    (void)envp;
+    copper_check_init();
+    return copper_execvpe(file, argv, environ);
+}
+
+COPPER_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                              const posix_spawnattr_t *attr, char *const argv[],
+                              char *const envp[])
+{
+    if (!copper_is_path(path))
+        return REAL(posix_spawn)(pid, path, fa, attr, argv, envp);
+    char local[COPPER_MAX_PATH];
+    int s = exec_target(path, local);
+    if (s > 0)
+        return s;
+    return REAL(posix_spawn)(pid, local, fa, attr, argv, envp);
+}
+
+COPPER_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                               const posix_spawnattr_t *attr, char *const argv[],
+                               char *const envp[])
+{
+    copper_check_init();
+    if (file != NULL && strchr(file, '/') != NULL)
+        return posix_spawn(pid, file, fa, attr, argv, envp);
+    const char *pathvar = getenv("PATH");
+    if (file == NULL || *file == '\0' || copper_in_shim || !path_has_copper(pathvar ? pathvar : ""))
+        return REAL(posix_spawnp)(pid, file, fa, attr, argv, envp);
+    int result = ENOENT;
+    const char *p = pathvar;
+    while (p) {
+        const char *e = strchr(p, ':');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        char cand[COPPER_MAX_PATH];
+        if (n + 1 + strlen(file) < sizeof cand) {
+            if (n == 0)
+                snprintf(cand, sizeof cand, "%s", file);
+            else
+                snprintf(cand, sizeof cand, "%.*s/%s", (int)n, p, file);
+            int s;
+            if (copper_under_prefix(cand)) {
+                s = copper_executable(cand);
+            } else {
+                struct stat rs;
+                s = REAL(stat)(cand, &rs) != 0 ? errno
+                    : (S_ISREG(rs.st_mode) && REAL(access)(cand, X_OK) == 0) ? 0 : EACCES;
+            }
+            if (s == 0)
+                return posix_spawn(pid, cand, fa, attr, argv, envp);
+            if (s == EACCES)
+                result = EACCES;
+        }
+        p = e ? e + 1 : NULL;
+    }
+    return result;
+}
+
+COPPER_EXPORT pid_t vfork(void)
+{
+    return REAL(fork)();
+}
+
+COPPER_EXPORT pid_t __vfork(void)
+{
+    return REAL(fork)();
+}

@@ -169,3 +169,112 @@ COPPER_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mas
     fill_statx(&st, buf);
     return 0;
 }
+
+/*
+ * fstat of a Copper directory fd (a mirror directory) answers with the real directory's
+ * stat, so samestat(stat(path), fstat(open(path))) holds (os.fwalk relies on it).
+ * Regular files keep the local copy's fstat: same size and mode, native speed.
+ */
+static int handle_fstat(int fd, struct stat *buf)
+{
+    char real[COPPER_MAX_PATH];
+    copper_in_shim++;
+    int saved = errno;
+    int r = COPPER_FALLTHROUGH;
+    if (copper_fd_real(fd, real)) {
+        copper_stat cs;
+        if (copper_get_stat(COPPER_OP_STAT, real, &cs) == 0) {
+            copper_fill_stat(&cs, buf);
+            r = 0;
+        }
+    }
+    errno = saved;
+    copper_in_shim--;
+    return r;
+}
+
+#define FSTAT_BODY(fd, buf, realcall)                                        \
+    do {                                                                     \
+        copper_check_init();                                                 \
+        if (fd < 0 || copper_in_shim || !copper_dirfd_marked(fd) ||          \
+            handle_fstat(fd, (struct stat *)(buf)) != 0)                     \
+            return realcall;                                                 \
+        return 0;                                                            \
+    } while (0)
+
+COPPER_EXPORT int fstat(int fd, struct stat *buf)
+{
+    FSTAT_BODY(fd, buf, REAL(fstat)(fd, buf));
+}
+
+COPPER_EXPORT int fstat64(int fd, struct stat64 *buf)
+{
+    FSTAT_BODY(fd, buf, REAL(fstat64)(fd, buf));
+}
+
+COPPER_EXPORT int __fxstat(int ver, int fd, struct stat *buf)
+{
+    (void)ver;
+    FSTAT_BODY(fd, buf, REAL(fstat)(fd, buf));
+}
+
+COPPER_EXPORT int __fxstat64(int ver, int fd, struct stat64 *buf)
+{
+    (void)ver;
+    FSTAT_BODY(fd, buf, REAL(fstat64)(fd, buf));
+}
+
+/*
+ * Extended-attribute readers: Copper files have none (ls -l asks for ACLs). A missing
+ * file still answers its stat error.
+ */
+static int xattr_check(const char *path, int follow)
+{
+    char real[COPPER_MAX_PATH];
+    int r = copper_strip(path, real);
+    if (r)
+        return -r;
+    copper_in_shim++;
+    int saved = errno;
+    copper_stat cs;
+    int s = copper_get_stat(follow ? COPPER_OP_STAT : COPPER_OP_LSTAT, real, &cs);
+    errno = saved;
+    copper_in_shim--;
+    return s > 0 ? -s : 0;
+}
+
+#define XATTR_BODY(path, follow, none, realcall) \
+    do {                                          \
+        if (!copper_is_path(path))                \
+            return realcall;                      \
+        int r_ = xattr_check(path, follow);       \
+        if (r_ < 0) {                             \
+            errno = -r_;                          \
+            return -1;                            \
+        }                                         \
+        if (none) {                               \
+            errno = ENODATA;                      \
+            return -1;                            \
+        }                                         \
+        return 0;                                 \
+    } while (0)
+
+COPPER_EXPORT ssize_t getxattr(const char *path, const char *name, void *value, size_t size)
+{
+    XATTR_BODY(path, 1, 1, REAL(getxattr)(path, name, value, size));
+}
+
+COPPER_EXPORT ssize_t lgetxattr(const char *path, const char *name, void *value, size_t size)
+{
+    XATTR_BODY(path, 0, 1, REAL(lgetxattr)(path, name, value, size));
+}
+
+COPPER_EXPORT ssize_t listxattr(const char *path, char *list, size_t size)
+{
+    XATTR_BODY(path, 1, 0, REAL(listxattr)(path, list, size));
+}
+
+COPPER_EXPORT ssize_t llistxattr(const char *path, char *list, size_t size)
+{
+    XATTR_BODY(path, 0, 0, REAL(llistxattr)(path, list, size));
+}

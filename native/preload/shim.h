@@ -110,7 +110,9 @@ int copper_open_real(const char *real, int flags, mode_t mode);
     X(mkdir) X(mkdirat) X(unlink) X(unlinkat) X(rmdir) X(rename) X(renameat) X(renameat2) \
     X(link) X(linkat) X(symlink) X(symlinkat) X(truncate) X(truncate64) X(chmod) X(fchmodat) \
     X(chown) X(lchown) X(fchownat) X(utime) X(utimes) X(lutimes) X(utimensat) X(futimesat) \
-    X(mknod) X(mknodat) X(setxattr) X(lsetxattr) X(removexattr) X(lremovexattr)
+    X(mknod) X(mknodat) X(setxattr) X(lsetxattr) X(removexattr) X(lremovexattr) \
+    X(dup) X(dup2) X(dup3) X(fcntl) X(fcntl64) \
+    X(fstat) X(fstat64) X(getxattr) X(lgetxattr) X(listxattr) X(llistxattr)
 
 /* Prototypes glibc 2.36 headers no longer (or only under fortify) declare. */
 int __open_2(const char *, int);
@@ -121,6 +123,8 @@ int __xstat(int, const char *, struct stat *);
 int __xstat64(int, const char *, struct stat64 *);
 int __lxstat(int, const char *, struct stat *);
 int __lxstat64(int, const char *, struct stat64 *);
+int __fxstat(int, int, struct stat *);
+int __fxstat64(int, int, struct stat64 *);
 int __fxstatat(int, int, const char *, struct stat *, int);
 int __fxstatat64(int, int, const char *, struct stat64 *, int);
 char *__realpath_chk(const char *, char *, size_t);

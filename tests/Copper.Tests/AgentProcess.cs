@@ -12,11 +12,26 @@ public sealed class AgentProcess : IDisposable
     private readonly Process _process;
 
     public AgentProcess(string tag, params string[] extraArgs)
+        : this(tag, null, extraArgs)
+    {
+    }
+
+    /// <summary>Starts the agent; with <paramref name="uid"/> it runs as that user (setpriv).</summary>
+    public AgentProcess(string tag, int? uid, params string[] extraArgs)
     {
         Root = Harness.TempDir(tag);
+        Uid = uid;
         Prefix = Path.Combine(Root, "prefix");
         RuntimeDir = Path.Combine(Root, "run");
-        var psi = new ProcessStartInfo(Path.Combine(Harness.Bin, "copper-agent")) { UseShellExecute = false };
+        var psi = new ProcessStartInfo(uid == null ? Path.Combine(Harness.Bin, "copper-agent") : "setpriv") { UseShellExecute = false };
+        if (uid != null)
+        {
+            Harness.Run("chmod", new[] { "0777", Root });
+            foreach (string a in new[] { $"--reuid={uid}", $"--regid={uid}", "--clear-groups", Path.Combine(Harness.Bin, "copper-agent") })
+            {
+                psi.ArgumentList.Add(a);
+            }
+        }
         foreach (string a in new[] { "--prefix", Prefix, "--runtime-dir", RuntimeDir, "--cache-dir", Path.Combine(Root, "cache"), "--log-dir", Path.Combine(Root, "logs"), "--log-level", "3" }.Concat(extraArgs))
         {
             psi.ArgumentList.Add(a);
@@ -35,6 +50,8 @@ public sealed class AgentProcess : IDisposable
     }
 
     public string Root { get; }
+    public int? Uid { get; }
+    public string MirrorRoot => Path.Combine(Root, "cache", "mirror");
     public string Prefix { get; }
     public string RuntimeDir { get; }
     public string SocketPath { get; }
