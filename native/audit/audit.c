@@ -38,6 +38,15 @@ COPPER_EXPORT unsigned int la_version(unsigned int version)
     return version < LAV_CURRENT ? version : LAV_CURRENT;
 }
 
+/* Ask ld.so to consult us for every object (objsearch is gated on these flags). */
+COPPER_EXPORT unsigned int la_objopen(struct link_map *map, Lmid_t lmid, uintptr_t *cookie)
+{
+    (void)map;
+    (void)lmid;
+    (void)cookie;
+    return LA_FLG_BINDTO | LA_FLG_BINDFROM;
+}
+
 /* Candidate for a Copper real path: malloc'ed local path, real path, or NULL. */
 static char *lookup(const char *real)
 {

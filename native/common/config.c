@@ -1,7 +1,7 @@
 /*
  * Configuration from the environment, computed once per process:
  *   prefix  $COPPER_PREFIX, default /tmp/$USER/copper
- *   node    $COPPER_NODE, default none (no ".n<node>" suffix)
+ *   node    $COPPER_NODE, default 0 (no ".n<node>" suffix for node 0)
  *   socket  <$COPPER_RUNTIME_DIR or /tmp/copper-run-<uid>>/<fnv1a64(prefix)>[.n<node>]/agent.sock
  */
 #include "copper_client.h"
@@ -56,7 +56,9 @@ void copper_config_init(void)
     }
     const char *node = getenv("COPPER_NODE");
     char suffix[32] = "";
-    if (node != NULL && *node != '\0')
+    /* Node 0 is the plain directory (a lone agent and node 0 of a simulated run are the same
+     * agent); node k > 0 adds ".n<k>", as copper-agent --node k does. */
+    if (node != NULL && *node != '\0' && strcmp(node, "0") != 0)
         snprintf(suffix, sizeof suffix, ".n%s", node);
     int n = snprintf(copper_cfg.socket_path, sizeof copper_cfg.socket_path, "%s/%016llx%s/%s", rt,
                      (unsigned long long)copper_fnv1a64(copper_cfg.prefix), suffix,

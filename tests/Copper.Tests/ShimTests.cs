@@ -49,8 +49,8 @@ public class ShimTests
             ProcResult r = Harness.Run(app, Array.Empty<string>(), env);
             Assert.True(r.ExitCode == 0, r.ToString());
             Assert.Contains("value 43", r.Stdout);
-            Assert.Contains($"loaded {agent.MirrorRoot}{dir}/libfoo.so", r.Stdout);
-            Assert.Contains($"loaded {agent.MirrorRoot}{dir}/libbar.so", r.Stdout);
+            Assert.Contains($"mapped {agent.MirrorRoot}{dir}/libfoo.so", r.Stdout);
+            Assert.Contains($"mapped {agent.MirrorRoot}{dir}/libbar.so", r.Stdout);
 
             // Without Copper the same LD_LIBRARY_PATH names nothing that exists: the run above
             // really went through the agent.
