@@ -17,8 +17,9 @@ extern char **environ;
 
 /* Local path to execute for a Copper path. Returns 0, a positive errno, or <0 (use buf
    = the real path). */
-static int exec_target(const char *path, char *buf)
+static int exec_target(const char *path, char *buf, int *materialized)
 {
+    *materialized = 0;
     char real[COPPER_MAX_PATH];
     int r = copper_strip(path, real);
     if (r)
@@ -34,20 +35,81 @@ static int exec_target(const char *path, char *buf)
         return EACCES;
     if (s < 0)
         strcpy(buf, real);
+    else if (s == 0)
+        *materialized = 1;
     return s > 0 ? s : 0;
 }
 
-static int copper_execve(const char *path, char *const argv[], char *const envp[])
+static int copper_execve_depth(const char *path, char *const argv[], char *const envp[], int depth);
+
+/* A "#!" script is started the way the kernel would, but with the Copper path as the
+   script argument (so $0 and sys.argv[0] name the Copper path, and the preloaded
+   interpreter reads the script through Copper). Returns -1 with errno set when it is a
+   script that could not be started, 0 when it is not a script. */
+static int exec_script(const char *path, const char *local, char *const argv[], char *const envp[], int depth)
+{
+    int fd = REAL(open)(local, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    char head[256];
+    ssize_t n = read(fd, head, sizeof head - 1);
+    close(fd);
+    if (n < 3 || head[0] != '#' || head[1] != '!')
+        return 0;
+    head[n] = '\0';
+    char *end = strchr(head, '\n');
+    if (end == NULL)
+        return 0; /* longer than we parse: let the kernel handle the local copy */
+    *end = '\0';
+    char *interp = head + 2;
+    while (*interp == ' ' || *interp == '\t')
+        interp++;
+    char *arg = interp + strcspn(interp, " \t");
+    if (*arg) {
+        *arg++ = '\0';
+        while (*arg == ' ' || *arg == '\t')
+            arg++;
+        size_t len = strlen(arg);
+        while (len > 0 && (arg[len - 1] == ' ' || arg[len - 1] == '\t'))
+            arg[--len] = '\0';
+    }
+    if (*interp == '\0')
+        return 0;
+    size_t argc = 0;
+    while (argv && argv[argc])
+        argc++;
+    char *nargv[argc + 4];
+    size_t k = 0;
+    nargv[k++] = interp;
+    if (*arg)
+        nargv[k++] = arg;
+    nargv[k++] = (char *)path;
+    for (size_t i = 1; i < argc; i++)
+        nargv[k++] = argv[i];
+    nargv[k] = NULL;
+    copper_execve_depth(interp, nargv, envp, depth + 1);
+    return -1;
+}
+
+static int copper_execve_depth(const char *path, char *const argv[], char *const envp[], int depth)
 {
     if (!copper_is_path(path))
         return REAL(execve)(path, argv, envp);
     char local[COPPER_MAX_PATH];
-    int s = exec_target(path, local);
+    int materialized;
+    int s = exec_target(path, local, &materialized);
     if (s > 0) {
         errno = s;
         return -1;
     }
+    if (materialized && depth < 4 && exec_script(path, local, argv, envp, depth) != 0)
+        return -1;
     return REAL(execve)(local, argv, envp);
+}
+
+static int copper_execve(const char *path, char *const argv[], char *const envp[])
+{
+    return copper_execve_depth(path, argv, envp, 0);
 }
 
 COPPER_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
@@ -221,9 +283,11 @@ COPPER_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_fi
     if (!copper_is_path(path))
         return REAL(posix_spawn)(pid, path, fa, attr, argv, envp);
     char local[COPPER_MAX_PATH];
-    int s = exec_target(path, local);
+    int materialized;
+    int s = exec_target(path, local, &materialized);
     if (s > 0)
         return s;
+    /* A spawned "#!" script sees the node-local path as its $0 (no exec hook in the child). */
     return REAL(posix_spawn)(pid, local, fa, attr, argv, envp);
 }
 
