@@ -1,5 +1,5 @@
 // Copper's build: CMake for native/, NativeAOT publish for managed/, the tools, tests, demo.
-// Entry point: ./build.sh --target=<Build|Test|Demo|Clean>
+// Entry point: ./build.sh --target=<Build|Test|Demo|Bench|Clean>
 var target = Argument("target", "Build");
 var configuration = Argument("configuration", "Release");
 var root = MakeAbsolute(Directory("."));
@@ -56,6 +56,11 @@ Task("Test").IsDependentOn("Build").Does(() =>
 Task("Demo").IsDependentOn("Build").Does(() =>
 {
     Run("bash", "tools/demo/demo.sh");
+});
+
+Task("Bench").IsDependentOn("Build").Does(() =>
+{
+    Run("bash", "tools/bench/foundation_bench.sh");
 });
 
 RunTarget(target);

@@ -38,13 +38,14 @@ COPPER_EXPORT unsigned int la_version(unsigned int version)
     return version < LAV_CURRENT ? version : LAV_CURRENT;
 }
 
-/* Ask ld.so to consult us for every object (objsearch is gated on these flags). */
+/* No symbol-binding audit (LA_FLG_BIND*): it would route every PLT call of the process
+   through the audit trampolines. la_objsearch does not depend on these flags. */
 COPPER_EXPORT unsigned int la_objopen(struct link_map *map, Lmid_t lmid, uintptr_t *cookie)
 {
     (void)map;
     (void)lmid;
     (void)cookie;
-    return LA_FLG_BINDTO | LA_FLG_BINDFROM;
+    return 0;
 }
 
 /* Candidate for a Copper real path: malloc'ed local path, real path, or NULL. */

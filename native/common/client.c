@@ -25,6 +25,27 @@ CONN_STORAGE int conn_fd = -1;   /* this thread's socket; -1 when none */
 CONN_STORAGE pid_t conn_pid;     /* pid that opened conn_fd */
 CONN_STORAGE uint32_t conn_next_id; /* next request id on conn_fd */
 
+#ifdef COPPER_CONN_TLS
+/* The preload shim learns of every fork through pthread_atfork, so it keeps the pid here
+   instead of paying a getpid() system call per request. */
+static pid_t current_pid; /* atomic; 0 until first use, reset in the atfork child handler */
+static pid_t my_pid(void)
+{
+    pid_t p = __atomic_load_n(&current_pid, __ATOMIC_RELAXED);
+    if (p == 0) {
+        p = getpid();
+        __atomic_store_n(&current_pid, p, __ATOMIC_RELAXED);
+    }
+    return p;
+}
+#else
+/* The audit module lives in the loader's namespace, whose libc runs no fork handlers. */
+static pid_t my_pid(void)
+{
+    return getpid();
+}
+#endif
+
 static int64_t retry_after_ns;   /* monotonic time before which we do not reconnect (atomic) */
 static char mirror_root[COPPER_MAX_PATH]; /* written once, before mirror_len is published */
 static size_t mirror_len;        /* atomic; 0 until the first HELLO reply */
@@ -36,12 +57,22 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Returns 0 or -1 (errno from recv, or EPIPE on EOF). */
+/* Returns 0 or -1 (errno from recv, or EPIPE on EOF). The agent answers a cached request
+   in a few microseconds, while waking a thread blocked in recv on an idle core costs tens
+   of microseconds on virtual and power-saving machines: so poll without blocking for up to
+   50 us first, then block (the receive timeout still bounds the wait). */
 static int read_full(int fd, void *buf, size_t len)
 {
     char *p = buf;
+    int64_t spin_until = now_ns() + 50000;
     while (len > 0) {
-        ssize_t r = recv(fd, p, len, 0);
+        int flags = spin_until ? MSG_DONTWAIT : 0;
+        ssize_t r = recv(fd, p, len, flags);
+        if (r < 0 && flags && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (now_ns() >= spin_until)
+                spin_until = 0;
+            continue;
+        }
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -76,13 +107,16 @@ static int write_full(int fd, const void *buf, size_t len)
 
 static void conn_drop(void)
 {
-    if (conn_fd >= 0 && conn_pid == getpid())
+    if (conn_fd >= 0 && conn_pid == my_pid())
         close(conn_fd);
     conn_fd = -1;
 }
 
 void copper_client_atfork_child(void)
 {
+#ifdef COPPER_CONN_TLS
+    __atomic_store_n(&current_pid, getpid(), __ATOMIC_RELAXED);
+#endif
     /* The descriptor is still ours at this point (no application code ran yet). */
     if (conn_fd >= 0)
         close(conn_fd);
@@ -183,7 +217,7 @@ static int conn_open(void)
     }
     free(rep);
     conn_fd = fd;
-    conn_pid = getpid();
+    conn_pid = my_pid();
     conn_next_id = 1;
     errno = saved;
     return 0;
@@ -197,7 +231,7 @@ fail:
 
 static int conn_get(void)
 {
-    if (conn_fd >= 0 && conn_pid != getpid())
+    if (conn_fd >= 0 && conn_pid != my_pid())
         conn_fd = -1; /* inherited across a fork we did not see: not ours to use or close */
     if (conn_fd < 0 && conn_open() != 0)
         return -1;
