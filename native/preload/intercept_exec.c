@@ -178,6 +178,24 @@ static void exec_shell(const char *cand, char *const argv[], char *const envp[])
     REAL(execve)("/bin/sh", nargv, envp);
 }
 
+/* PATH search step shared by execvpe and posix_spawnp: writes the candidate for file in
+   the next PATH entry into cand and advances *p. Returns 1 with a candidate, 0 for an
+   entry too long to use (skip it), -1 when PATH is exhausted. */
+static int next_path_candidate(const char **p, const char *file, char cand[COPPER_MAX_PATH])
+{
+    if (*p == NULL)
+        return -1;
+    const char *e = strchr(*p, ':');
+    size_t n = e ? (size_t)(e - *p) : strlen(*p);
+    int ok = n + 1 + strlen(file) < COPPER_MAX_PATH;
+    if (ok && n == 0)
+        snprintf(cand, COPPER_MAX_PATH, "%s", file);
+    else if (ok)
+        snprintf(cand, COPPER_MAX_PATH, "%.*s/%s", (int)n, *p, file);
+    *p = e ? e + 1 : NULL;
+    return ok;
+}
+
 static int copper_execvpe(const char *file, char *const argv[], char *const envp[])
 {
     const char *pathvar = getenv("PATH");
@@ -186,15 +204,10 @@ static int copper_execvpe(const char *file, char *const argv[], char *const envp
         return REAL(execvpe)(file, argv, envp);
     int got_eacces = 0;
     const char *p = pathvar;
-    while (p) {
-        const char *e = strchr(p, ':');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        char cand[COPPER_MAX_PATH];
-        if (n + 1 + strlen(file) < sizeof cand) {
-            if (n == 0)
-                snprintf(cand, sizeof cand, "%s", file);
-            else
-                snprintf(cand, sizeof cand, "%.*s/%s", (int)n, p, file);
+    char cand[COPPER_MAX_PATH];
+    int more;
+    while ((more = next_path_candidate(&p, file, cand)) >= 0) {
+        if (more) {
             if (copper_under_prefix(cand)) {
                 int s = copper_executable(cand);
                 if (s == 0) {
@@ -218,7 +231,6 @@ static int copper_execvpe(const char *file, char *const argv[], char *const envp
                     return -1;
             }
         }
-        p = e ? e + 1 : NULL;
     }
     errno = got_eacces ? EACCES : ENOENT;
     return -1;
@@ -303,15 +315,10 @@ COPPER_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_f
         return REAL(posix_spawnp)(pid, file, fa, attr, argv, envp);
     int result = ENOENT;
     const char *p = pathvar;
-    while (p) {
-        const char *e = strchr(p, ':');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        char cand[COPPER_MAX_PATH];
-        if (n + 1 + strlen(file) < sizeof cand) {
-            if (n == 0)
-                snprintf(cand, sizeof cand, "%s", file);
-            else
-                snprintf(cand, sizeof cand, "%.*s/%s", (int)n, p, file);
+    char cand[COPPER_MAX_PATH];
+    int more;
+    while ((more = next_path_candidate(&p, file, cand)) >= 0) {
+        if (more) {
             int s;
             if (copper_under_prefix(cand)) {
                 s = copper_executable(cand);
@@ -325,7 +332,6 @@ COPPER_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_f
             if (s == EACCES)
                 result = EACCES;
         }
-        p = e ? e + 1 : NULL;
     }
     return result;
 }

@@ -67,6 +67,13 @@ public class ExecAndDirectoryTests
             Assert.Contains("hello path from", r.Stdout);
             Assert.True(File.Exists(agent.MirrorRoot + tool), "the node-local copy should have been materialized");
 
+            // execvp's own PATH search (GNU env calls execvp) finds a program in a Copper directory.
+            var env = agent.ClientEnv();
+            env["PATH"] = Path.GetDirectoryName(copperTool) + ":/usr/bin:/bin";
+            ProcResult viaExecvp = Harness.Run("/usr/bin/env", new[] { "hello.sh", "execvp" }, env);
+            Assert.True(viaExecvp.ExitCode == 0, viaExecvp.ToString());
+            Assert.Contains($"hello execvp from {copperTool}", viaExecvp.Stdout);
+
             // A missing Copper executable fails like a missing real one.
             ProcResult missing = Harness.Run(Harness.Python, new[] { "-c", "import subprocess, sys\ntry:\n    subprocess.run([sys.argv[1]])\nexcept FileNotFoundError:\n    print('ENOENT')", copperTool + ".nope" }, agent.ClientEnv());
             Assert.Equal("ENOENT", missing.Stdout.Trim());
