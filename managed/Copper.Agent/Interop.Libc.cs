@@ -13,14 +13,12 @@ internal static partial class Interop
 
         internal const int O_RDONLY = 0;
         internal const int O_CLOEXEC = 0x80000;
-        internal const int O_NOFOLLOW = 0x20000;
         internal const int EINVAL = 22;
         internal const int ENOENT = 2;
         internal const int ENAMETOOLONG = 36;
         internal const uint S_IFMT = 0xF000;
         internal const uint S_IFDIR = 0x4000;
         internal const uint S_IFREG = 0x8000;
-        internal const uint S_IFLNK = 0xA000;
 
         /// <summary>x86_64 glibc struct stat (144 bytes).</summary>
         [StructLayout(LayoutKind.Sequential)]

@@ -1,10 +1,11 @@
 /* Errno probe: for each path argument, runs stat, lstat, open(O_RDONLY), readlink, opendir
- * and access(R_OK) and prints one line per call: "call rc errno detail". Run on the real
+ * scandir and access(R_OK) and prints one line per call: "call rc errno detail". Run on the real
  * path and on the Copper path, the output must be identical (modulo the prefix). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -48,6 +49,17 @@ int main(int argc, char **argv)
         if (d) { while (readdir(d)) count++; closedir(d); }
         snprintf(detail, sizeof detail, "entries=%d", count);
         report("opendir", d ? 0 : -1, err, detail);
+        struct dirent **list = NULL;
+        errno = 0; int found = scandir(p, &list, NULL, alphasort);
+        err = errno;
+        detail[0] = 0;
+        for (int k = 0; k < found; k++) {
+            strncat(detail, list[k]->d_name, sizeof detail - strlen(detail) - 2);
+            strcat(detail, ",");
+            free(list[k]);
+        }
+        free(list);
+        report("scandir", found < 0 ? -1 : 0, err, detail);
         errno = 0; rc = access(p, R_OK);
         report("access", rc, errno, "");
         errno = 0; rc = access(p, F_OK);
