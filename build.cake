@@ -32,6 +32,7 @@ Task("Native").Does(() =>
 Task("Managed").Does(() =>
 {
     Run("dotnet", $"publish managed/Copper.Agent -c {configuration} -o \"{outDir.Combine("bin")}\" -p:DebugType=none");
+    Run("dotnet", $"publish managed/Copper.Cli -c {configuration} -o \"{outDir.Combine("bin")}\" -p:DebugType=none");
 });
 
 Task("Tools").Does(() =>

@@ -10,11 +10,24 @@
 # output carries only `export NAME=value` lines (values quoted for the shell);
 # every diagnostic goes to standard error.
 #
+# Where the agents run:
+#   - in a batch job (PBS_NODEFILE, or SLURM_JOB_NODELIST, or a hostfile given with -H):
+#     one MPI job, `mpiexec -n NODES -ppn 1 -f hosts copper-agent --mpi ...`, one agent
+#     per node, forming the tree;
+#   - with -n/--simulate-nodes N: the same MPI job with N agent ranks on this machine,
+#     each a node of its own (own socket, own cache); an application picks its node with
+#     COPPER_NODE=k;
+#   - otherwise: one agent on this machine, reading the file system itself.
+# The MPI job is ready when every agent has joined the tree (the root says so on the
+# job's output); on timeout the nodes that did not start or join are named.
+#
 # Exit status: 0 the agent(s) are running and ready; 1 could not start or not ready in
 # time (whatever this run started is stopped again); 2 bad options.
 #
 # The agent binary is `copper-agent` next to this script (both live in out/bin/);
-# COPPER_AGENT=/path/to/agent overrides it (tests use a fake agent).
+# COPPER_AGENT=/path/to/agent overrides it (tests use a fake agent). MPIEXEC=... picks
+# the launcher (default mpiexec.mpich, else mpiexec); COPPER_AGENT_ARGS adds agent
+# options (diagnostics, e.g. --pfs-trace-dir D).
 set -euo pipefail
 
 readonly PROG=${0##*/}
@@ -40,8 +53,11 @@ usage: $PROG [options]
   -d log_dir        log directory                                     [/tmp/copper-logs-<uid>]
   -c cache_dir      node-local cache directory                        [agent's default]
   -n NODES, --simulate-nodes NODES
-                    start NODES agents on this machine (--node 0..NODES-1),
-                    each with its own socket and cache (testing without MPI)
+                    start an MPI job of NODES agent ranks on this machine, each a
+                    node of its own (socket, cache); apps choose with COPPER_NODE=k
+  -H hostfile       the job's nodes, one host per line  [\$PBS_NODEFILE, Slurm's list]
+  -F fanout         children per tree node (2..1024)   [about the cube root of NODES]
+  -P seconds        patience with a silent parent before reading the file system [60]
   -h, --help        this help
 Prints export lines for eval: COPPER_PREFIX, COPPER_PRELOAD, COPPER_AUDIT
 (and COPPER_RUNTIME_DIR when set). Agent override: COPPER_AGENT=/path.
@@ -113,7 +129,7 @@ now_ms() { # milliseconds since the epoch, without forking
 live_pid() {
     local pidfile=$1 pid cmd
     [[ -r $pidfile ]] || return 1
-    read -r pid <"$pidfile" 2>/dev/null || [[ -n ${pid:-} ]] || return 1
+    read -r pid 2>/dev/null <"$pidfile" || [[ -n ${pid:-} ]] || return 1
     [[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) || return 1
     kill -0 "$pid" 2>/dev/null || return 1
     if [[ -r /proc/$pid/cmdline ]]; then
@@ -137,6 +153,9 @@ prefix=/tmp/$user/copper
 log_dir=/tmp/copper-logs-$(id -u)
 cache_dir=
 nodes=    # empty: one agent, started without --node
+hostfile=
+fanout=
+patience=
 
 # Long options first (getopts knows only short ones).
 args=()
@@ -154,7 +173,7 @@ done
 set -- ${args[@]+"${args[@]}"}
 
 OPTIND=1
-while getopts ':l:t:T:M:s:b:v:d:c:n:h' opt; do
+while getopts ':l:t:T:M:s:b:v:d:c:n:H:F:P:h' opt; do
     case $opt in
         l) [[ $OPTARG =~ ^[1-6]$ ]] || die_usage "-l: log level must be 1..6, got '$OPTARG'"
            log_level=$OPTARG ;;
@@ -194,6 +213,14 @@ while getopts ':l:t:T:M:s:b:v:d:c:n:h' opt; do
            [[ $cache_dir != / ]] || die_usage "-c: cache dir must not be /" ;;
         n) is_posint "$OPTARG" || die_usage "-n: node count must be a positive integer, got '$OPTARG'"
            nodes=$((10#$OPTARG)) ;;
+        H) [[ -r $OPTARG ]] || die_usage "-H: cannot read hostfile '$OPTARG'"
+           hostfile=$(abs_path "$OPTARG") ;;
+        F) [[ $OPTARG =~ ^[0-9]{1,4}$ ]] && ((10#$OPTARG >= 2 && 10#$OPTARG <= 1024)) ||
+               die_usage "-F: fanout must be 2..1024, got '$OPTARG'"
+           fanout=$((10#$OPTARG)) ;;
+        P) [[ $OPTARG =~ ^[0-9]{1,6}(\.[0-9]{1,3})?$ ]] && [[ $OPTARG =~ [1-9] ]] ||
+               die_usage "-P: patience must be a positive number of seconds, got '$OPTARG'"
+           patience=$OPTARG ;;
         h) usage; exit 0 ;;
         :) die_usage "option -$OPTARG needs a value" ;;
         *) die_usage "unknown option -$OPTARG" ;;
@@ -225,15 +252,33 @@ done
 mkdir -p "$log_dir" || die "cannot create log dir $log_dir"
 [[ -w $log_dir ]] || die "log dir $log_dir is not writable"
 
-# Node list. A later MPI launcher replaces start_local_agents with one mpiexec job
-# (one agent rank per node); option handling, readiness wait and output stay as is.
+host=$(hostname -s 2>/dev/null || uname -n)
+
+# Where the agents run (see the header). node_ids are the nodes whose directories live
+# on this machine: 0..N-1 when simulating, else "-" (one agent, no --node).
+mode=single
+job_hosts=()
 if [[ -n $nodes ]]; then
+    mode=simulate
+elif [[ -n $hostfile || -n ${PBS_NODEFILE:-} || -n ${SLURM_JOB_NODELIST:-} ]]; then
+    mode=cluster
+    if [[ -n $hostfile ]]; then
+        mapfile -t job_hosts < <(awk 'NF && $1 !~ /^#/ { sub(/:.*/, "", $1); if (!seen[$1]++) print $1 }' "$hostfile")
+    elif [[ -n ${PBS_NODEFILE:-} ]]; then
+        [[ -r $PBS_NODEFILE ]] || die "PBS_NODEFILE=$PBS_NODEFILE is not readable"
+        mapfile -t job_hosts < <(awk 'NF { if (!seen[$1]++) print $1 }' "$PBS_NODEFILE")
+    else
+        command -v scontrol >/dev/null || die "SLURM_JOB_NODELIST is set but scontrol is missing"
+        mapfile -t job_hosts < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
+    fi
+    ((${#job_hosts[@]})) || die "no hosts found for the job"
+    nodes=${#job_hosts[@]}
+fi
+if [[ $mode == simulate ]]; then
     mapfile -t node_ids < <(seq 0 $((nodes - 1)))
 else
-    node_ids=(-) # "-": a single agent, started without --node
+    node_ids=(-) # "-": this machine's agent, started without --node
 fi
-
-host=$(hostname -s 2>/dev/null || uname -n)
 node_opts() { [[ $1 == - ]] || printf '%s\n' --node "$1"; }
 node_name() { if [[ $1 == - ]]; then printf '%s\n' "$host"; else printf 'node %s\n' "$1"; fi; }
 node_tag() { if [[ $1 == - ]]; then printf '%s\n' "$host"; else printf '%s.n%s\n' "$host" "$1"; fi; }
@@ -349,7 +394,7 @@ stop_started() {
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
         cache=
-        if [[ -r $d/cache-dir ]]; then read -r cache <"$d/cache-dir" || true; fi
+        if [[ -r $d/cache-dir ]]; then read -r cache 2>/dev/null <"$d/cache-dir" || true; fi
         rm -f "$d/agent.sock" "$d/agent.ready" "$d/agent.pid" "$d/cache-dir"
         rmdir "$d" 2>/dev/null || true
         if [[ $cache == /?*/?* && -O $cache ]]; then rm -rf -- "$cache"; fi
@@ -402,8 +447,147 @@ wait_ready() {
     done
 }
 
-start_local_agents
-wait_ready
+# ---------------------------------------------------------------- the MPI job
+
+job_pid=
+job_out=$log_dir/copper-mpiexec.$host.out
+job_pidfile=$runtime_dir/.$base.mpiexec.pid
+
+gone() { # pid has exited (or is a zombie)
+    local stat
+    kill -0 "$1" 2>/dev/null || return 0
+    read -r stat 2>/dev/null <"/proc/$1/stat" || return 0
+    stat=${stat##*) }
+    [[ ${stat:0:1} == Z ]]
+}
+
+node_label() { # rank -> "node r" or "node r (host)"
+    if [[ $mode == cluster ]]; then
+        printf 'node %s (%s)\n' "$1" "${job_hosts[$1]}"
+    else
+        printf 'node %s\n' "$1"
+    fi
+}
+
+start_mpi_job() {
+    local k d pid running=0 ready=0 mpiexec_bin cmd=() mpi=() extra=()
+    for k in "${node_ids[@]}"; do
+        d=${sock_dir[$k]}
+        if pid=$(live_pid "$d/agent.pid"); then
+            running=$((running + 1))
+            [[ ! -e $d/agent.ready ]] || ready=$((ready + 1))
+        elif [[ -d $d ]]; then
+            rm -f "$d/agent.sock" "$d/agent.ready" "$d/agent.pid"
+        fi
+    done
+    if ((running > 0)); then
+        if ((ready == ${#node_ids[@]})); then
+            note "agents already running for $prefix"
+            return 1
+        fi
+        die "agents for $prefix are partly running or starting; run stop_copper.sh -v $prefix first"
+    fi
+    mpiexec_bin=${MPIEXEC:-}
+    if [[ -z $mpiexec_bin ]]; then
+        mpiexec_bin=$(command -v mpiexec.mpich || command -v mpiexec) ||
+            die "no mpiexec found (install MPICH, or set MPIEXEC)"
+    fi
+    cmd=("$agent" --mpi --prefix "$prefix" --log-level "$log_level" --log-type "$log_type"
+        --log-dir "$log_dir" --max-cacheable-bytes "$max_bytes" --trees "$trees")
+    [[ $mode != simulate ]] || cmd+=(--node rank)
+    [[ -z $fanout ]] || cmd+=(--fanout "$fanout")
+    [[ -z $patience ]] || cmd+=(--parent-timeout "$patience")
+    [[ -z $cache_dir ]] || cmd+=(--cache-dir "$cache_dir")
+    read -r -a extra <<<"${COPPER_AGENT_ARGS:-}"
+    cmd+=(${extra[@]+"${extra[@]}"})
+    [[ -z $pin ]] || cmd=(taskset -c "$pin" "${cmd[@]}")
+    [[ -z ${pin_msg:-} ]] || note "$pin_msg"
+    # A dead agent must not take the others down (its ranks fall back to the real paths).
+    mpi=("$mpiexec_bin" -disable-auto-cleanup -n "$nodes")
+    if [[ $mode == cluster ]]; then
+        local hosts=$log_dir/copper-hosts.$host.txt
+        printf '%s\n' "${job_hosts[@]}" >"$hosts"
+        mpi+=(-ppn 1 -f "$hosts")
+    fi
+    printf '==== %s %s: starting %s\n' "$(date '+%F %T')" "$PROG" "${mpi[*]} ${cmd[*]}" >>"$job_out"
+    job_offset=$(stat -c %s "$job_out")
+    setsid ${reset_sig[@]+"${reset_sig[@]}"} "${mpi[@]}" "${cmd[@]}" </dev/null >>"$job_out" 2>&1 9>&- &
+    job_pid=$!
+    printf '%s\n' "$job_pid" >"$job_pidfile"
+}
+
+# Stop the job this run started: SIGTERM to the local agents and to mpiexec, then
+# SIGKILL to what is left of its process group; remove the local nodes' files.
+stop_job() {
+    local k d pid cache deadline
+    [[ -n $job_pid ]] || return 0
+    for k in "${node_ids[@]}"; do
+        if pid=$(live_pid "${sock_dir[$k]}/agent.pid"); then kill -TERM "$pid" 2>/dev/null || true; fi
+    done
+    kill -TERM "$job_pid" 2>/dev/null || true
+    deadline=$(($(now_ms) + 3000))
+    while ! gone "$job_pid" && (($(now_ms) < deadline)); do sleep 0.05; done
+    kill -KILL -- "-$job_pid" 2>/dev/null || kill -KILL "$job_pid" 2>/dev/null || true
+    wait "$job_pid" 2>/dev/null || true
+    for k in "${node_ids[@]}"; do
+        d=${sock_dir[$k]} cache=
+        if [[ -r $d/cache-dir ]]; then read -r cache 2>/dev/null <"$d/cache-dir" || true; fi
+        rm -f "$d/agent.sock" "$d/agent.ready" "$d/agent.pid" "$d/cache-dir"
+        rmdir "$d" 2>/dev/null || true
+        if [[ $cache == /?*/?* && -O $cache ]]; then rm -rf -- "$cache"; fi
+    done
+    rm -f "$job_pidfile"
+    job_pid=
+}
+
+# Wait until the root reports the whole tree; name who did not start or join on timeout.
+wait_tree_ready() {
+    local deadline text rc r started=() joined=() missing=()
+    deadline=$(($(now_ms) + timeout_ms))
+    while :; do
+        text=$(tail -c "+$((job_offset + 1))" "$job_out" 2>/dev/null || true)
+        [[ $text != *"copper-agent: tree ready: "* ]] || return 0
+        if gone "$job_pid"; then
+            rc=0
+            wait "$job_pid" 2>/dev/null || rc=$?
+            note "error: the agent job exited (status $rc) before the tree was ready; see $job_out"
+            printf '%s\n' "$text" | tail -n 8 | sed 's/^/    /' >&2
+            job_pid=
+            stop_job
+            exit 1
+        fi
+        if (($(now_ms) >= deadline)); then
+            for ((r = 0; r < nodes; r++)); do
+                if [[ $text != *"copper-agent: node $r of "* ]]; then
+                    started+=("$(node_label "$r")")
+                elif [[ $text != *"copper-agent: node $r joined"* ]]; then
+                    joined+=("$(node_label "$r")")
+                fi
+            done
+            ((${#started[@]} == 0)) || missing+=("did not start: $(printf '%s, ' "${started[@]}" | sed 's/, $//')")
+            ((${#joined[@]} == 0)) || missing+=("did not join: $(printf '%s, ' "${joined[@]}" | sed 's/, $//')")
+            ((${#missing[@]})) || missing+=("every node joined but the root did not report")
+            note "error: not ready after ${sleeptime}s (prefix $prefix): $(printf '%s; ' "${missing[@]}" | sed 's/; $//'); see $job_out"
+            stop_job
+            exit 1
+        fi
+        sleep 0.05
+    done
+}
+
+on_job_signal() {
+    note "interrupted; stopping the agent job"
+    stop_job
+    exit 130
+}
+
+if [[ $mode == single ]]; then
+    start_local_agents
+    wait_ready
+elif start_mpi_job; then
+    trap on_job_signal INT TERM HUP
+    wait_tree_ready
+fi
 trap - INT TERM HUP
 exec 9>&-
 

@@ -152,7 +152,7 @@ unmount_prefix() {
 live_pid() {
     local pidfile=$1 pid='' cmd
     [[ -r $pidfile ]] || return 1
-    read -r pid <"$pidfile" 2>/dev/null || [[ -n $pid ]] || return 1
+    read -r pid 2>/dev/null <"$pidfile" || [[ -n $pid ]] || return 1
     [[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) || return 1
     kill -0 "$pid" 2>/dev/null || return 1
     if [[ -r /proc/$pid/cmdline ]]; then
@@ -165,7 +165,7 @@ live_pid() {
 gone() { # pid has exited (or is a zombie not yet reaped by its parent)
     local stat
     kill -0 "$1" 2>/dev/null || return 0
-    read -r stat <"/proc/$1/stat" 2>/dev/null || return 0
+    read -r stat 2>/dev/null <"/proc/$1/stat" || return 0
     stat=${stat##*) }
     [[ ${stat:0:1} == Z ]]
 }
@@ -181,7 +181,7 @@ stop_dirs() {
     local d pid n deadline sig caches=() pids=() alive
     for d in "$@"; do
         local cache=''
-        if [[ -r $d/cache-dir ]]; then read -r cache <"$d/cache-dir" || true; fi
+        if [[ -r $d/cache-dir ]]; then read -r cache 2>/dev/null <"$d/cache-dir" || true; fi
         caches+=("$cache")
         if pid=$(live_pid "$d/agent.pid"); then
             note "stopping agent pid $pid (${d##*/})"
@@ -241,6 +241,27 @@ for d in "${dirs[@]}"; do
 done
 found=${#present[@]}
 ((found == 0)) || stop_dirs "${present[@]}"
+
+# The MPI job's launcher (mpiexec) started by launch_copper.sh on this machine: it ends
+# when its agents have; if it lingers (a rank that never started), stop it and its group.
+job_pidfile=$runtime_dir/.$base.mpiexec.pid
+if [[ -z $nodes && -r $job_pidfile ]]; then
+    read -r job_pid 2>/dev/null <"$job_pidfile" || job_pid=
+    if [[ $job_pid =~ ^[0-9]+$ ]] && ((job_pid > 1)) && ! gone "$job_pid" &&
+        tr '\0' ' ' <"/proc/$job_pid/cmdline" 2>/dev/null | grep -q -- '--prefix'; then
+        found=$((found + 1))
+        deadline=$(($(now_ms) + 5000))
+        while ! gone "$job_pid" && (($(now_ms) < deadline)); do sleep 0.05; done
+        if ! gone "$job_pid"; then
+            note "stopping the agent job (mpiexec pid $job_pid)"
+            kill -TERM "$job_pid" 2>/dev/null || true
+            deadline=$(($(now_ms) + 3000))
+            while ! gone "$job_pid" && (($(now_ms) < deadline)); do sleep 0.05; done
+            kill -KILL -- "-$job_pid" 2>/dev/null || kill -KILL "$job_pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f -- "$job_pidfile"
+fi
 
 # Default cache dirs of agents that died before writing `cache-dir`.
 default_cache_root=${TMPDIR:-/tmp}

@@ -14,14 +14,21 @@ internal sealed class AgentOptions
     public string LogDir { get; private set; } = "";
     public long MaxCacheableBytes { get; private set; } = 10L * 1024 * 1024;
     public int Trees { get; private set; } = 1;
-    public int Node { get; private set; }
+    public int Node { get; set; }
     public bool PrintSocket { get; private set; }
+    public bool Mpi { get; private set; }
+    public bool NodeFromRank { get; private set; }
+    public int Fanout { get; private set; }
+    public double ParentTimeoutSeconds { get; private set; } = 60;
+    public string? PfsTraceDir { get; private set; }
 
     public string NodeDir => Path.Combine(RuntimeDir, Protocol.Fnv1a64(Prefix).ToString("x16") + (Node > 0 ? ".n" + Node.ToString(CultureInfo.InvariantCulture) : ""));
 
     public string SocketPath => Path.Combine(NodeDir, Protocol.SocketName);
 
-    public string EffectiveCacheDir => CacheDir ?? Path.Combine(
+    public string EffectiveCacheDir => CacheDir is { } c
+        ? (NodeFromRank ? c + ".n" + Node.ToString(CultureInfo.InvariantCulture) : c)
+        : Path.Combine(
         Environment.GetEnvironmentVariable("TMPDIR") is { Length: > 0 } t ? t : "/tmp",
         "copper-cache-" + Interop.Libc.GetUid().ToString(CultureInfo.InvariantCulture),
         Path.GetFileName(NodeDir));
@@ -37,9 +44,10 @@ internal sealed class AgentOptions
         for (int i = 0; i < args.Length; i++)
         {
             string a = args[i];
-            if (a == "--print-socket")
+            if (a is "--print-socket" or "--mpi")
             {
-                o.PrintSocket = true;
+                o.PrintSocket |= a == "--print-socket";
+                o.Mpi |= a == "--mpi";
                 continue;
             }
             if (i + 1 >= args.Length)
@@ -74,10 +82,22 @@ internal sealed class AgentOptions
                 case "--trees" when int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int t) && t > 0:
                     o.Trees = t;
                     break;
+                case "--node" when v == "rank":
+                    o.NodeFromRank = true;
+                    break;
                 case "--node" when int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int n):
                     o.Node = n;
                     break;
-                case "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node":
+                case "--fanout" when int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int f) && f is >= 2 and <= 1024:
+                    o.Fanout = f;
+                    break;
+                case "--parent-timeout" when double.TryParse(v, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double pt) && pt > 0:
+                    o.ParentTimeoutSeconds = pt;
+                    break;
+                case "--pfs-trace-dir":
+                    o.PfsTraceDir = v;
+                    break;
+                case "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node" or "--fanout" or "--parent-timeout":
                     error = $"bad value for {a}: '{v}'";
                     return null;
                 default:
@@ -88,6 +108,11 @@ internal sealed class AgentOptions
         if (o.Prefix.Length < 2 || o.Prefix[0] != '/' || o.Prefix.EndsWith('/'))
         {
             error = "--prefix must be an absolute path without a trailing '/', e.g. /tmp/$USER/copper";
+            return null;
+        }
+        if (o.NodeFromRank && !o.Mpi)
+        {
+            error = "--node rank needs --mpi";
             return null;
         }
         if (o.SocketPath.Length >= 108)

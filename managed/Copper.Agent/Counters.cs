@@ -27,6 +27,12 @@ internal sealed class Counters
     private long _bytesServed;
     private long _connections;
     private long _rejected;
+    private long _forwarded;
+    private long _childRequests;
+    private long _bytesFromParent;
+    private long _bytesToChildren;
+    private long _parentTimeouts;
+    private long _degraded;
 
     public void Pfs(PfsOp op) => Interlocked.Increment(ref _pfs[(int)op]);
 
@@ -46,6 +52,21 @@ internal sealed class Counters
 
     public void Rejected() => Interlocked.Increment(ref _rejected);
 
+    /// <summary>A request this agent sent up the tree.</summary>
+    public void Forwarded() => Interlocked.Increment(ref _forwarded);
+
+    /// <summary>A request a child agent sent here.</summary>
+    public void ChildRequest() => Interlocked.Increment(ref _childRequests);
+
+    public void FromParent(long bytes) => Interlocked.Add(ref _bytesFromParent, bytes);
+
+    public void ToChildren(long bytes) => Interlocked.Add(ref _bytesToChildren, bytes);
+
+    public void ParentTimeout() => Interlocked.Increment(ref _parentTimeouts);
+
+    /// <summary>An answer read from the real file system because the parent could not give it.</summary>
+    public void Degraded() => Interlocked.Increment(ref _degraded);
+
     public long PfsTotal
     {
         get
@@ -58,6 +79,9 @@ internal sealed class Counters
             return total;
         }
     }
+
+    /// <summary>Facts about this agent's place in the job, written with the counters.</summary>
+    public Action<Utf8JsonWriter>? Describe { get; set; }
 
     public byte[] ToJson(int node)
     {
@@ -73,7 +97,12 @@ internal sealed class Counters
             w.WriteNumber("connections", Interlocked.Read(ref _connections));
             w.WriteNumber("connections_rejected", Interlocked.Read(ref _rejected));
             w.WriteNumber("bytes_served", Interlocked.Read(ref _bytesServed));
-            w.WriteNumber("bytes_from_parent", 0);
+            w.WriteNumber("forwarded_up", Interlocked.Read(ref _forwarded));
+            w.WriteNumber("child_requests", Interlocked.Read(ref _childRequests));
+            w.WriteNumber("bytes_from_parent", Interlocked.Read(ref _bytesFromParent));
+            w.WriteNumber("bytes_to_children", Interlocked.Read(ref _bytesToChildren));
+            w.WriteNumber("parent_timeouts", Interlocked.Read(ref _parentTimeouts));
+            w.WriteNumber("degraded", Interlocked.Read(ref _degraded));
             w.WriteNumber("pfs_bytes", Interlocked.Read(ref _pfsBytes));
             w.WriteNumber("pfs_ops", PfsTotal);
             w.WriteStartObject("pfs_ops_by_kind");
@@ -82,6 +111,7 @@ internal sealed class Counters
                 w.WriteNumber(op.ToString().ToLowerInvariant(), Interlocked.Read(ref _pfs[(int)op]));
             }
             w.WriteEndObject();
+            Describe?.Invoke(w);
             w.WriteEndObject();
         }
         return ms.ToArray();

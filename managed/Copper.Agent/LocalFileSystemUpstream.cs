@@ -8,8 +8,19 @@ namespace Copper.Agent;
 internal sealed class LocalFileSystemUpstream : IUpstream
 {
     private readonly Counters _counters;
+    private readonly PfsTrace? _trace;
 
-    public LocalFileSystemUpstream(Counters counters) => _counters = counters;
+    public LocalFileSystemUpstream(Counters counters, PfsTrace? trace = null)
+    {
+        _counters = counters;
+        _trace = trace;
+    }
+
+    private void Count(PfsOp op, string path)
+    {
+        _counters.Pfs(op);
+        _trace?.Write(op, path);
+    }
 
     public ValueTask<StatAnswer> StatAsync(string path, bool follow, CancellationToken ct)
     {
@@ -17,12 +28,12 @@ internal sealed class LocalFileSystemUpstream : IUpstream
         int rc;
         if (follow)
         {
-            _counters.Pfs(PfsOp.Stat);
+            Count(PfsOp.Stat, path);
             rc = Interop.Libc.Stat(path, out buf);
         }
         else
         {
-            _counters.Pfs(PfsOp.Lstat);
+            Count(PfsOp.Lstat, path);
             rc = Interop.Libc.Lstat(path, out buf);
         }
         return ValueTask.FromResult(rc == 0
@@ -32,7 +43,7 @@ internal sealed class LocalFileSystemUpstream : IUpstream
 
     public unsafe ValueTask<LinkAnswer> ReadLinkAsync(string path, CancellationToken ct)
     {
-        _counters.Pfs(PfsOp.ReadLink);
+        Count(PfsOp.ReadLink, path);
         byte[] buf = new byte[Protocol.MaxPath];
         nint n;
         fixed (byte* p = buf)
@@ -48,14 +59,14 @@ internal sealed class LocalFileSystemUpstream : IUpstream
 
     public ValueTask<int> AccessAsync(string path, int mode, CancellationToken ct)
     {
-        _counters.Pfs(PfsOp.Access);
+        Count(PfsOp.Access, path);
         int rc = Interop.Libc.Access(path, mode);
         return ValueTask.FromResult(rc == 0 ? 0 : Interop.Libc.Errno);
     }
 
     public unsafe ValueTask<DirAnswer> ListDirAsync(string path, CancellationToken ct)
     {
-        _counters.Pfs(PfsOp.OpenDir);
+        Count(PfsOp.OpenDir, path);
         nint dir = Interop.Libc.OpenDir(path);
         if (dir == 0)
         {
@@ -94,13 +105,13 @@ internal sealed class LocalFileSystemUpstream : IUpstream
         {
             Interop.Libc.CloseDir(dir);
         }
-        _counters.Pfs(PfsOp.ReadDir);
+        Count(PfsOp.ReadDir, path);
         return ValueTask.FromResult(new DirAnswer(0, entries));
     }
 
-    public async ValueTask<FetchAnswer> FetchAsync(string path, long maxBytes, Func<Stream> openDestination, CancellationToken ct)
+    public async ValueTask<FetchAnswer> FetchAsync(string path, long maxBytes, IFetchSink sink, CancellationToken ct)
     {
-        _counters.Pfs(PfsOp.Open);
+        Count(PfsOp.Open, path);
         int fd = Interop.Libc.Open(path, Interop.Libc.O_RDONLY | Interop.Libc.O_CLOEXEC, 0);
         if (fd < 0)
         {
@@ -125,16 +136,20 @@ internal sealed class LocalFileSystemUpstream : IUpstream
         {
             return new FetchAnswer(Protocol.StatusTooBig, 0, st);
         }
-        await using (Stream destination = openDestination())
+        await sink.BeginAsync(st, buf.Size, ct);
+        byte[] chunk = new byte[Math.Clamp(buf.Size, 4096, ChunkCodec.ChunkBytes)];
+        long offset = 0;
+        bool eof = false;
+        while (!eof)
         {
-            byte[] chunk = new byte[Math.Clamp(buf.Size, 4096, 1 << 20)];
-            long offset = 0;
-            while (true)
+            // Fill a whole chunk (a short read is not the end of the file).
+            int filled = 0;
+            while (filled < chunk.Length)
             {
                 int n;
                 try
                 {
-                    n = await RandomAccess.ReadAsync(handle, chunk, offset, ct);
+                    n = await RandomAccess.ReadAsync(handle, chunk.AsMemory(filled), offset + filled, ct);
                 }
                 catch (IOException ex)
                 {
@@ -143,19 +158,49 @@ internal sealed class LocalFileSystemUpstream : IUpstream
                 }
                 if (n == 0)
                 {
+                    eof = true;
                     break;
                 }
                 _counters.Pfs(PfsOp.Read);
                 _counters.AddPfsBytes(n);
-                await destination.WriteAsync(chunk.AsMemory(0, n), ct);
-                offset += n;
+                filled += n;
             }
-            if (offset != buf.Size)
+            if (filled > 0)
             {
-                // The file changed under us; let the client read the real path.
-                return new FetchAnswer(Protocol.StatusFallback, 0, st);
+                await sink.ChunkAsync(chunk.AsMemory(0, filled), null, ct);
+                offset += filled;
             }
+        }
+        if (offset != buf.Size)
+        {
+            // The file changed under us; let the client read the real path.
+            return new FetchAnswer(Protocol.StatusFallback, 0, st);
         }
         return new FetchAnswer(0, OpenKind.File, st);
     }
+}
+
+/// <summary>Optional record of every real file-system operation ("op\tpath" lines), for tests and audits.</summary>
+internal sealed class PfsTrace : IDisposable
+{
+    private readonly StreamWriter _writer;
+    private readonly Lock _lock = new();
+
+    public PfsTrace(string file)
+    {
+        _writer = new StreamWriter(new FileStream(file, FileMode.Create, FileAccess.Write, FileShare.Read)) { AutoFlush = true };
+    }
+
+    public void Write(PfsOp op, string path)
+    {
+        lock (_lock)
+        {
+            _writer.Write(op.ToString().ToLowerInvariant());
+            _writer.Write('\t');
+            _writer.Write(path);
+            _writer.Write('\n');
+        }
+    }
+
+    public void Dispose() => _writer.Dispose();
 }

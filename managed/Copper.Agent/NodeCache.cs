@@ -26,6 +26,7 @@ internal sealed partial class NodeCache
     private readonly ConcurrentDictionary<string, Task<DirAnswer>> _dirs = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, HashSet<string>> _dirNames = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, Task<OpenAnswer>> _open = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, Transfer> _transfers = new(StringComparer.Ordinal);
 
     public NodeCache(IUpstream upstream, Counters counters, ILogger log, string mirrorRoot, long maxBytes)
     {
@@ -39,6 +40,19 @@ internal sealed partial class NodeCache
     public string MirrorRoot { get; }
 
     public long MaxBytes => _maxBytes;
+
+    /// <summary>
+    /// True on an agent with children: a file being fetched keeps its encoded chunks while in
+    /// flight (files up to <see cref="PipelineLimit"/>), so children get chunk i while chunk i+1
+    /// is still arriving here.
+    /// </summary>
+    public bool Pipelines { get; set; }
+
+    /// <summary>Largest file relayed chunk by chunk while in flight; larger ones are relayed once complete.</summary>
+    public long PipelineLimit { get; set; } = 256L << 20;
+
+    /// <summary>The transfer of <paramref name="path"/> in progress here, if any.</summary>
+    public Transfer? InFlight(string path) => _transfers.TryGetValue(path, out Transfer? t) ? t : null;
 
     public Task<StatAnswer> StatAsync(string path, bool follow, CancellationToken ct)
     {
@@ -106,31 +120,41 @@ internal sealed partial class NodeCache
     private async ValueTask<OpenAnswer> MaterializeAsync(string path, CancellationToken ct)
     {
         string local = LocalPathOf(path);
-        string? temp = null;
+        Transfer? transfer = Pipelines ? new Transfer(PipelineLimit) : null;
+        if (transfer != null)
+        {
+            _transfers[path] = transfer;
+        }
+        var sink = new MirrorSink(local, transfer);
+        int outcome = Protocol.StatusFallback;
         try
         {
-            FetchAnswer fetched = await _upstream.FetchAsync(path, _maxBytes, () =>
-            {
-                Directory.CreateDirectory(Path.GetDirectoryName(local)!);
-                temp = Path.Combine(Path.GetDirectoryName(local)!, ".copper-tmp-" + Guid.NewGuid().ToString("N"));
-                return new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
-            }, ct);
+            FetchAnswer fetched = await _upstream.FetchAsync(path, _maxBytes, sink, ct);
+            await sink.CloseAsync();
             if (fetched.Status != 0)
             {
+                outcome = fetched.Status;
                 return new OpenAnswer(fetched.Status, 0, fetched.St, []);
             }
             if (fetched.Kind == OpenKind.Dir)
             {
                 Directory.CreateDirectory(local);
+                outcome = 0;
                 return new OpenAnswer(0, OpenKind.Dir, fetched.St, Encoding.UTF8.GetBytes(local));
+            }
+            if (sink.TempPath == null)
+            {
+                // An upstream that says "file" must have sent one (even an empty one).
+                return new OpenAnswer(Protocol.StatusFallback, 0, fetched.St, []);
             }
             // Keep the real mode (so exec works) minus set-id bits, readable by the owner, and the
             // real times (Python compares a .pyc with its source's mtime), then publish atomically.
             var mode = (UnixFileMode)((fetched.St.Mode & 0x1FF) | 0x100);
-            File.SetUnixFileMode(temp!, mode);
-            SetTimes(temp!, fetched.St);
-            File.Move(temp!, local, overwrite: true);
-            temp = null;
+            File.SetUnixFileMode(sink.TempPath, mode);
+            SetTimes(sink.TempPath, fetched.St);
+            File.Move(sink.TempPath, local, overwrite: true);
+            sink.TempPath = null;
+            outcome = 0;
             return new OpenAnswer(0, OpenKind.File, fetched.St, Encoding.UTF8.GetBytes(local));
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
@@ -140,15 +164,62 @@ internal sealed partial class NodeCache
         }
         finally
         {
-            if (temp != null)
+            await sink.CloseAsync();
+            if (sink.TempPath != null)
             {
                 try
                 {
-                    File.Delete(temp);
+                    File.Delete(sink.TempPath);
                 }
                 catch (IOException)
                 {
                 }
+            }
+            if (transfer != null)
+            {
+                transfer.Finish(outcome);
+                _transfers.TryRemove(new KeyValuePair<string, Transfer>(path, transfer));
+            }
+        }
+    }
+
+    /// <summary>Writes a fetched file into a temporary file next to its mirror place, and feeds the transfer.</summary>
+    private sealed class MirrorSink(string local, Transfer? transfer) : IFetchSink
+    {
+        private FileStream? _stream;
+
+        public string? TempPath { get; set; }
+
+        public ValueTask BeginAsync(CopperStat st, long size, CancellationToken ct)
+        {
+            string dir = Path.GetDirectoryName(local)!;
+            Directory.CreateDirectory(dir);
+            TempPath = Path.Combine(dir, ".copper-tmp-" + Guid.NewGuid().ToString("N"));
+            _stream = new FileStream(TempPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
+            if (size > 0)
+            {
+                _stream.SetLength(size);
+            }
+            transfer?.Begin(st, size);
+            return ValueTask.CompletedTask;
+        }
+
+        public async ValueTask ChunkAsync(ReadOnlyMemory<byte> raw, WireChunk? wire, CancellationToken ct)
+        {
+            await _stream!.WriteAsync(raw, ct);
+            if (transfer is { Streaming: true })
+            {
+                transfer.Add(wire ?? ChunkCodec.Encode(raw.Span));
+            }
+        }
+
+        public async ValueTask CloseAsync()
+        {
+            if (_stream != null)
+            {
+                FileStream s = _stream;
+                _stream = null;
+                await s.DisposeAsync();
             }
         }
     }
@@ -204,4 +275,88 @@ internal sealed partial class NodeCache
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "could not materialize {Path}: {Reason}")]
     private static partial void LogMaterializeFailed(ILogger logger, string path, string reason);
+}
+
+/// <summary>
+/// A file on its way into this node's mirror, as seen by children waiting for it: the header
+/// once known, then the encoded chunks as they arrive, then the outcome.
+/// </summary>
+internal sealed class Transfer(long streamLimit)
+{
+    private readonly Lock _lock = new();
+    private readonly List<WireChunk> _chunks = [];
+    private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<bool> _header = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private bool _done;
+
+    /// <summary>Completes with true when the file streams (header known, chunks follow), false otherwise.</summary>
+    public Task<bool> Header => _header.Task;
+
+    public bool Streaming { get; private set; }
+
+    public CopperStat St { get; private set; }
+
+    public long Size { get; private set; }
+
+    /// <summary>0 when every chunk arrived; otherwise why the transfer stopped.</summary>
+    public int Status { get; private set; }
+
+    public void Begin(CopperStat st, long size)
+    {
+        St = st;
+        Size = size;
+        Streaming = size <= streamLimit;
+        _header.TrySetResult(Streaming);
+    }
+
+    public void Add(WireChunk chunk)
+    {
+        TaskCompletionSource old;
+        lock (_lock)
+        {
+            _chunks.Add(chunk);
+            old = _changed;
+            _changed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+        old.TrySetResult();
+    }
+
+    public void Finish(int status)
+    {
+        TaskCompletionSource old;
+        lock (_lock)
+        {
+            if (_done)
+            {
+                return;
+            }
+            _done = true;
+            Status = status;
+            old = _changed;
+        }
+        _header.TrySetResult(false);
+        old.TrySetResult();
+    }
+
+    /// <summary>Chunk <paramref name="index"/> once it is here; null when the transfer ended before it.</summary>
+    public async ValueTask<WireChunk?> GetAsync(int index, CancellationToken ct)
+    {
+        while (true)
+        {
+            Task wait;
+            lock (_lock)
+            {
+                if (index < _chunks.Count)
+                {
+                    return _chunks[index];
+                }
+                if (_done)
+                {
+                    return null;
+                }
+                wait = _changed.Task;
+            }
+            await wait.WaitAsync(ct);
+        }
+    }
 }

@@ -9,7 +9,8 @@ AgentOptions? options = AgentOptions.Parse(args, out string error);
 if (options == null)
 {
     Console.Error.WriteLine($"copper-agent: {error}");
-    Console.Error.WriteLine("usage: copper-agent --prefix P [--runtime-dir R] [--cache-dir D] [--log-level 1-6] [--log-type file|file_and_stdout] [--log-dir D] [--max-cacheable-bytes N] [--trees T] [--node K] [--print-socket]");
+    Console.Error.WriteLine("usage: copper-agent --prefix P [--runtime-dir R] [--cache-dir D] [--log-level 1-6] [--log-type file|file_and_stdout] [--log-dir D] [--max-cacheable-bytes N] [--node K] [--print-socket]");
+    Console.Error.WriteLine("       MPI tree: --mpi [--node rank] [--trees T] [--fanout K] [--parent-timeout SECONDS] [--pfs-trace-dir D]");
     return 2;
 }
 if (options.PrintSocket)
@@ -30,7 +31,29 @@ namespace Copper.Agent
     {
         public static async Task<int> RunAsync(AgentOptions o)
         {
-            string node = o.Node.ToString(CultureInfo.InvariantCulture);
+            System.Threading.Channels.Channel<(int Source, byte[] Message)>? inbox = null;
+            MpiTransport? mpi = null;
+            if (o.Mpi)
+            {
+                inbox = TreeAgent.CreateInbox();
+                try
+                {
+                    var writer = inbox.Writer;
+                    mpi = MpiTransport.Start((source, message) => writer.TryWrite((source, message)));
+                }
+                catch (InvalidOperationException ex)
+                {
+                    Console.Error.WriteLine($"copper-agent: {ex.Message}");
+                    return 1;
+                }
+                if (o.NodeFromRank)
+                {
+                    o.Node = mpi.Rank;
+                }
+                Console.Out.WriteLine($"copper-agent: node {mpi.Rank} of {mpi.Size} started on {mpi.Host} (pid {Environment.ProcessId})");
+            }
+            int rank = mpi?.Rank ?? o.Node;
+            string node = rank.ToString(CultureInfo.InvariantCulture);
             using ILoggerFactory loggers = CreateLoggers(o, node);
             ILogger log = loggers.CreateLogger("copper-agent");
             const UnixFileMode Private = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
@@ -62,16 +85,28 @@ namespace Copper.Agent
             string mirror = Path.Combine(o.EffectiveCacheDir, "mirror");
             Directory.CreateDirectory(mirror, Private);
             var counters = new Counters();
-            var upstream = new LocalFileSystemUpstream(counters);
-            var cache = new NodeCache(upstream, counters, log, mirror, o.MaxCacheableBytes);
-            using var stop = new CancellationTokenSource();
+            using PfsTrace? trace = o.PfsTraceDir == null ? null : OpenTrace(o.PfsTraceDir, node);
+            var local = new LocalFileSystemUpstream(counters, trace);
+            TreeAgent? tree = null;
+            if (mpi != null)
+            {
+                var topo = new TreeTopology(mpi.Size, o.Trees, o.Fanout);
+                tree = new TreeAgent(inbox!, topo, mpi.Rank, counters, log, local, TimeSpan.FromSeconds(o.ParentTimeoutSeconds));
+                counters.Describe = tree.DescribeTo;
+                LogTree(log, mpi.Rank, mpi.Size, topo.Describe(mpi.Rank));
+            }
+            var cache = new NodeCache(tree ?? (IUpstream)local, counters, log, mirror, o.MaxCacheableBytes)
+            {
+                Pipelines = tree?.HasChildren ?? false,
+            };
+            using var stop = tree == null ? new CancellationTokenSource() : CancellationTokenSource.CreateLinkedTokenSource(tree.ShutdownRequested);
             using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
             using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
 
             LocalServer server;
             try
             {
-                server = new LocalServer(o.SocketPath, cache, counters, log, o.Node);
+                server = new LocalServer(o.SocketPath, cache, counters, log, rank);
             }
             catch (System.Net.Sockets.SocketException ex)
             {
@@ -81,22 +116,71 @@ namespace Copper.Agent
             }
             using (server)
             {
-                File.WriteAllText(readyFile, "");
+                Task serving = server.RunAsync(stop.Token);
+                if (tree != null)
+                {
+                    tree.Start(mpi!, cache);
+                    _ = AnnounceAsync(tree, mpi!, readyFile, stop.Token);
+                }
+                else
+                {
+                    File.WriteAllText(readyFile, "");
+                }
                 LogStarted(log, o.Prefix, o.SocketPath, o.EffectiveCacheDir, o.MaxCacheableBytes);
-                await server.RunAsync(stop.Token);
+                await serving;
             }
             LogStopping(log);
             try
             {
                 Directory.CreateDirectory(o.LogDir);
-                File.WriteAllBytes(Path.Combine(o.LogDir, $"copper-stats.{node}.json"), counters.ToJson(o.Node));
+                File.WriteAllBytes(Path.Combine(o.LogDir, $"copper-stats.{node}.json"), counters.ToJson(rank));
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
                 LogStatsNotWritten(log, ex.Message);
             }
+            if (tree != null)
+            {
+                // Counters are on disk first: a dead child can take MPI down while we say goodbye.
+                await tree.StopChildrenAsync(TimeSpan.FromSeconds(1));
+                mpi!.Stop(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2));
+            }
             Cleanup(o, pidFile, readyFile, cacheNote);
             return 0;
+        }
+
+        /// <summary>Marks this node ready once it joined its trees; the root of tree 0 says when all have.</summary>
+        private static async Task AnnounceAsync(TreeAgent tree, MpiTransport mpi, string readyFile, CancellationToken ct)
+        {
+            try
+            {
+                await tree.Joined.WaitAsync(ct);
+                File.WriteAllText(readyFile, "");
+                Console.Out.WriteLine($"copper-agent: node {mpi.Rank} joined on {mpi.Host}");
+                if (mpi.Rank == 0)
+                {
+                    int n = await tree.TreeReady.WaitAsync(ct);
+                    Console.Out.WriteLine($"copper-agent: tree ready: {n} nodes");
+                }
+                Console.Out.Flush();
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or IOException)
+            {
+            }
+        }
+
+        private static PfsTrace? OpenTrace(string dir, string node)
+        {
+            try
+            {
+                Directory.CreateDirectory(dir);
+                return new PfsTrace(Path.Combine(dir, $"pfs-trace.{node}.tsv"));
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"copper-agent: cannot write a trace in {dir}: {ex.Message}");
+                return null;
+            }
         }
 
         private static void Cleanup(AgentOptions o, string pidFile, string readyFile, string cacheNote)
@@ -150,6 +234,9 @@ namespace Copper.Agent
 
         [LoggerMessage(Level = LogLevel.Information, Message = "serving {Prefix} on {Socket}, cache {Cache}, max cacheable {Max} bytes")]
         private static partial void LogStarted(ILogger logger, string prefix, string socket, string cache, long max);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "rank {Rank} of {Size}: {Shape}")]
+        private static partial void LogTree(ILogger logger, int rank, int size, string shape);
 
         [LoggerMessage(Level = LogLevel.Information, Message = "stopping")]
         private static partial void LogStopping(ILogger logger);

@@ -13,7 +13,7 @@ internal readonly record struct DirEntry(byte[] Name, ulong Ino, byte Type);
 
 internal sealed record DirAnswer(int Status, IReadOnlyList<DirEntry> Entries);
 
-/// <summary>Outcome of a fetch: for a regular file within the size cap, the bytes were written to the destination.</summary>
+/// <summary>Outcome of a fetch: for a regular file within the size cap, the bytes went to the sink.</summary>
 internal readonly record struct FetchAnswer(int Status, OpenKind Kind, CopperStat St);
 
 internal interface IUpstream
@@ -29,7 +29,20 @@ internal interface IUpstream
     /// <summary>
     /// Opens <paramref name="path"/> (following symlinks). A directory answers Kind=Dir; a regular
     /// file larger than <paramref name="maxBytes"/> answers StatusTooBig; a regular file within it
-    /// is copied into the stream <paramref name="openDestination"/> returns; anything else falls back.
+    /// goes to <paramref name="sink"/> (Begin, then its chunks in order); anything else falls back.
     /// </summary>
-    ValueTask<FetchAnswer> FetchAsync(string path, long maxBytes, Func<Stream> openDestination, CancellationToken ct);
+    ValueTask<FetchAnswer> FetchAsync(string path, long maxBytes, IFetchSink sink, CancellationToken ct);
+}
+
+/// <summary>Receives a regular file's bytes from an upstream, in order.</summary>
+internal interface IFetchSink
+{
+    ValueTask BeginAsync(CopperStat st, long size, CancellationToken ct);
+
+    /// <summary>
+    /// One chunk. <paramref name="raw"/> is valid only during the call. <paramref name="wire"/> is the
+    /// chunk's encoded form when the upstream already has it (a parent's chunk as received), so a
+    /// node relays it without encoding again.
+    /// </summary>
+    ValueTask ChunkAsync(ReadOnlyMemory<byte> raw, WireChunk? wire, CancellationToken ct);
 }

@@ -1,0 +1,204 @@
+// The agent's MPI progress thread. It alone calls MPI (init, isend, iprobe, recv, test,
+// finalize); the rest of the agent hands it messages through a queue and receives
+// messages through a callback run on this thread (which must only hand them on).
+// An idle agent must not burn a core: after traffic the thread polls for a short while,
+// then sleeps in 1 ms waits that a new outgoing message cuts short.
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
+namespace Copper.Agent;
+
+internal sealed class MpiTransport
+{
+    public const int Tag = 7;
+    private static readonly long SpinTicks = Stopwatch.Frequency / 10_000;  // 100 µs
+    private static readonly long YieldTicks = Stopwatch.Frequency / 1_000;  // 1 ms
+
+    private readonly ConcurrentQueue<Outgoing> _out = new();
+    private readonly ManualResetEventSlim _wake = new(false, 0);
+    private readonly ManualResetEventSlim _initialized = new(false);
+    private readonly Action<int, byte[]> _onMessage;
+    private readonly Thread _thread;
+    private volatile bool _stopping;
+    private string? _initError;
+
+    private MpiTransport(Action<int, byte[]> onMessage)
+    {
+        _onMessage = onMessage;
+        _thread = new Thread(Run) { IsBackground = true, Name = "copper-mpi" };
+    }
+
+    public int Rank { get; private set; }
+
+    public int Size { get; private set; }
+
+    public string Host { get; private set; } = "?";
+
+    /// <summary>Initializes MPI on a new progress thread; throws when MPI cannot start.</summary>
+    public static MpiTransport Start(Action<int, byte[]> onMessage)
+    {
+        Interop.Mpi.RegisterResolver();
+        var t = new MpiTransport(onMessage);
+        t._thread.Start();
+        t._initialized.Wait();
+        if (t._initError != null)
+        {
+            throw new InvalidOperationException(t._initError);
+        }
+        return t;
+    }
+
+    /// <summary>Queues <paramref name="message"/> for <paramref name="dest"/>; completes when MPI has sent it.</summary>
+    public Task SendAsync(int dest, byte[] message)
+    {
+        var o = new Outgoing(dest, message);
+        if (_stopping)
+        {
+            o.Done.TrySetException(new InvalidOperationException("MPI transport is stopping"));
+            return o.Done.Task;
+        }
+        _out.Enqueue(o);
+        _wake.Set();
+        return o.Done.Task;
+    }
+
+    /// <summary>Sends what is queued (for at most <paramref name="drain"/>), then finalizes MPI.</summary>
+    public bool Stop(TimeSpan drain, TimeSpan finalize)
+    {
+        _stopping = true;
+        _drainDeadline = Stopwatch.GetTimestamp() + (long)(drain.TotalSeconds * Stopwatch.Frequency);
+        _wake.Set();
+        return _thread.Join(drain + finalize);
+    }
+
+    private long _drainDeadline = long.MaxValue;
+
+    private unsafe void Run()
+    {
+        try
+        {
+            if (Interop.Mpi.AbiVersionOf() != Interop.Mpi.AbiVersion)
+            {
+                throw new InvalidOperationException($"{Interop.Mpi.LibraryPath} has another ABI version");
+            }
+            int rc = Interop.Mpi.Init(Interop.Mpi.ThreadFunneled, out int provided);
+            if (rc != 0 || provided < Interop.Mpi.ThreadFunneled)
+            {
+                throw new InvalidOperationException(rc != 0 ? Interop.Mpi.Describe(rc) : "MPI does not provide MPI_THREAD_FUNNELED");
+            }
+            Interop.Mpi.Rank(out int rank);
+            Interop.Mpi.Size(out int size);
+            Rank = rank;
+            Size = size;
+            Host = Interop.Mpi.HostName();
+        }
+        catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException or InvalidOperationException or BadImageFormatException)
+        {
+            _initError = $"cannot start MPI through {Interop.Mpi.LibraryPath}: {ex.Message}";
+            _initialized.Set();
+            return;
+        }
+        _initialized.Set();
+
+        int any = Interop.Mpi.AnySource();
+        var pending = new List<Outgoing>();
+        long lastBusy = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            bool busy = false;
+            while (_out.TryDequeue(out Outgoing? o))
+            {
+                o.Pin = GCHandle.Alloc(o.Message, GCHandleType.Pinned);
+                int rc = Interop.Mpi.Isend((byte*)o.Pin.AddrOfPinnedObject(), o.Message.Length, o.Dest, Tag, out o.Request);
+                if (rc != 0)
+                {
+                    o.Pin.Free();
+                    o.Done.TrySetException(new IOException(Interop.Mpi.Describe(rc)));
+                    continue;
+                }
+                pending.Add(o);
+                busy = true;
+            }
+            for (int i = pending.Count - 1; i >= 0; i--)
+            {
+                Outgoing o = pending[i];
+                int rc = Interop.Mpi.Test(ref o.Request, out int flag, out _, out _, out _);
+                if (flag == 0)
+                {
+                    continue;
+                }
+                o.Pin.Free();
+                if (rc == 0)
+                {
+                    o.Done.TrySetResult();
+                }
+                else
+                {
+                    o.Done.TrySetException(new IOException(Interop.Mpi.Describe(rc)));
+                }
+                pending.RemoveAt(i);
+                busy = true;
+            }
+            for (int n = 0; n < 64; n++)
+            {
+                if (Interop.Mpi.Iprobe(any, Tag, out int flag, out int source, out _, out int count) != 0 || flag == 0)
+                {
+                    break;
+                }
+                byte[] buf = GC.AllocateUninitializedArray<byte>(count);
+                int rc;
+                int got;
+                fixed (byte* p = buf)
+                {
+                    rc = Interop.Mpi.Recv(p, count, source, Tag, out got);
+                }
+                busy = true;
+                if (rc == 0 && got == count)
+                {
+                    _onMessage(source, buf);
+                }
+            }
+
+            long now = Stopwatch.GetTimestamp();
+            if (_stopping && ((_out.IsEmpty && pending.Count == 0) || now > _drainDeadline))
+            {
+                break;
+            }
+            if (busy)
+            {
+                lastBusy = now;
+                continue;
+            }
+            long idle = now - lastBusy;
+            if (idle < SpinTicks)
+            {
+                Thread.SpinWait(20);
+            }
+            else if (idle < YieldTicks)
+            {
+                Thread.Yield();
+            }
+            else
+            {
+                _wake.Wait(1);
+                _wake.Reset();
+            }
+        }
+        foreach (Outgoing o in pending)
+        {
+            // Never free a buffer MPI may still read: leave the pin, the process is exiting.
+            o.Done.TrySetException(new InvalidOperationException("MPI transport stopped"));
+        }
+        Interop.Mpi.Finalize();
+    }
+
+    private sealed class Outgoing(int dest, byte[] message)
+    {
+        public readonly int Dest = dest;
+        public readonly byte[] Message = message;
+        public readonly TaskCompletionSource Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public GCHandle Pin;
+        public nint Request;
+    }
+}

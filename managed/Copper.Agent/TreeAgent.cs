@@ -1,0 +1,578 @@
+// The agent's place in the MPI tree. As an IUpstream it sends each miss to the parent of
+// the path's tree (or reads the file system where this agent is that tree's root); as a
+// parent it answers its children's requests from its own NodeCache, so misses coalesce
+// and answers are cached at every level. Files travel as chunks: a chunk is relayed to
+// the children as soon as it arrives here (see Transfer).
+//
+// Patience: a parent that says nothing about a request for `patience` (it sends Alive
+// messages while it works) is taken as gone; the request, and every later one in that
+// tree, is answered from the real file system (counted as degraded), never left hanging.
+using System.Collections.Concurrent;
+using System.Text.Json;
+using System.Threading.Channels;
+using Copper.Interop;
+using Microsoft.Extensions.Logging;
+
+namespace Copper.Agent;
+
+internal sealed partial class TreeAgent : IUpstream
+{
+    private const int SendWindow = 8;
+
+    private readonly TreeTopology _topo;
+    private readonly int _rank;
+    private readonly Counters _counters;
+    private readonly ILogger _log;
+    private readonly LocalFileSystemUpstream _local;
+    private readonly TimeSpan _patience;
+    private readonly TimeSpan _aliveEvery;
+    private readonly ConcurrentDictionary<ulong, Channel<byte[]>> _pending = new();
+    private readonly Channel<(int Source, byte[] Message)> _inbox;
+    private readonly bool[] _parentDown;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly TaskCompletionSource _joined = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<int> _treeReady = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Lock _joinLock = new();
+    private long _nextId;
+    private MpiTransport? _mpi;
+    private NodeCache? _cache;
+    private int _acksMissing;
+    private int _childrenMissing;
+    private int _subtree = 1;
+    private bool _reported;
+
+    public TreeAgent(Channel<(int Source, byte[] Message)> inbox, TreeTopology topo, int rank, Counters counters, ILogger log, LocalFileSystemUpstream local, TimeSpan patience)
+    {
+        _inbox = inbox;
+        _topo = topo;
+        _rank = rank;
+        _counters = counters;
+        _log = log;
+        _local = local;
+        _patience = patience;
+        _aliveEvery = TimeSpan.FromMilliseconds(Math.Max(100, patience.TotalMilliseconds / 3));
+        _parentDown = new bool[topo.Trees];
+    }
+
+    /// <summary>Completes when this agent has joined every tree (its parents answered).</summary>
+    public Task Joined => _joined.Task;
+
+    /// <summary>On the root of tree 0: completes with the node count once every node has joined.</summary>
+    public Task<int> TreeReady => _treeReady.Task;
+
+    /// <summary>Cancelled when a parent asks the job to stop.</summary>
+    public CancellationToken ShutdownRequested => _stopping.Token;
+
+    public bool HasChildren
+    {
+        get
+        {
+            for (int t = 0; t < _topo.Trees; t++)
+            {
+                if (_topo.Children(t, _rank).Any())
+                {
+                    return true;
+                }
+            }
+            return false;
+        }
+    }
+
+    /// <summary>Where the progress thread puts what it receives (created before MPI starts, so nothing is lost).</summary>
+    public static Channel<(int Source, byte[] Message)> CreateInbox() =>
+        Channel.CreateUnbounded<(int, byte[])>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+
+    /// <summary>Starts handling messages and joins the trees.</summary>
+    public void Start(MpiTransport mpi, NodeCache cache)
+    {
+        _mpi = mpi;
+        _cache = cache;
+        _ = Task.Run(DispatchAsync);
+        lock (_joinLock)
+        {
+            _childrenMissing = _topo.Children(0, _rank).Count();
+            for (int t = 0; t < _topo.Trees; t++)
+            {
+                if (_topo.Parent(t, _rank) >= 0)
+                {
+                    _acksMissing++;
+                }
+            }
+        }
+        for (int t = 0; t < _topo.Trees; t++)
+        {
+            int parent = _topo.Parent(t, _rank);
+            if (parent >= 0)
+            {
+                Send(parent, TreeWire.Control(TreeKind.Join, t));
+            }
+        }
+        AdvanceJoin();
+    }
+
+    /// <summary>Tells every child (in every tree) that the job stops; waits a little for the sends.</summary>
+    public async Task StopChildrenAsync(TimeSpan wait)
+    {
+        var sends = new List<Task>();
+        var done = new HashSet<int>();
+        for (int t = 0; t < _topo.Trees; t++)
+        {
+            foreach (int c in _topo.Children(t, _rank))
+            {
+                if (done.Add(c))
+                {
+                    sends.Add(Send(c, TreeWire.Control(TreeKind.Shutdown, t)));
+                }
+            }
+        }
+        await Task.WhenAny(Task.WhenAll(sends), Task.Delay(wait));
+    }
+
+    public void DescribeTo(Utf8JsonWriter w)
+    {
+        w.WriteNumber("rank", _rank);
+        w.WriteString("host", _mpi?.Host ?? "?");
+        w.WriteNumber("nodes", _topo.Size);
+        w.WriteNumber("trees", _topo.Trees);
+        w.WriteNumber("fanout", _topo.Fanout);
+        w.WriteStartArray("root_of");
+        for (int t = 0; t < _topo.Trees; t++)
+        {
+            if (_topo.Root(t) == _rank)
+            {
+                w.WriteNumberValue(t);
+            }
+        }
+        w.WriteEndArray();
+        w.WriteStartArray("parents");
+        for (int t = 0; t < _topo.Trees; t++)
+        {
+            w.WriteNumberValue(_topo.Parent(t, _rank));
+        }
+        w.WriteEndArray();
+        w.WriteStartArray("parent_down");
+        for (int t = 0; t < _topo.Trees; t++)
+        {
+            w.WriteBooleanValue(Volatile.Read(ref _parentDown[t]));
+        }
+        w.WriteEndArray();
+    }
+
+    // ------------------------------------------------------------------ IUpstream (child side)
+
+    public async ValueTask<StatAnswer> StatAsync(string path, bool follow, CancellationToken ct)
+    {
+        using Call? call = Open(path, follow ? TreeOp.Stat : TreeOp.Lstat, 0);
+        byte[]? r = call == null ? null : await call.NextAsync(ct);
+        if (r == null || !TreeWire.TryReadHead(r, out TreeHead h) || h.Kind != TreeKind.Reply)
+        {
+            Local(call);
+            return await _local.StatAsync(path, follow, ct);
+        }
+        return new StatAnswer(h.Status, TreeWire.ReadStat(r.AsSpan(TreeWire.HeadSize)));
+    }
+
+    public async ValueTask<LinkAnswer> ReadLinkAsync(string path, CancellationToken ct)
+    {
+        using Call? call = Open(path, TreeOp.ReadLink, 0);
+        byte[]? r = call == null ? null : await call.NextAsync(ct);
+        if (r == null || !TreeWire.TryReadHead(r, out TreeHead h) || h.Kind != TreeKind.Reply)
+        {
+            Local(call);
+            return await _local.ReadLinkAsync(path, ct);
+        }
+        return new LinkAnswer(h.Status, r.AsSpan(TreeWire.HeadSize).ToArray());
+    }
+
+    public async ValueTask<int> AccessAsync(string path, int mode, CancellationToken ct)
+    {
+        using Call? call = Open(path, TreeOp.Access, mode);
+        byte[]? r = call == null ? null : await call.NextAsync(ct);
+        if (r == null || !TreeWire.TryReadHead(r, out TreeHead h) || h.Kind != TreeKind.Reply)
+        {
+            Local(call);
+            return await _local.AccessAsync(path, mode, ct);
+        }
+        return h.Status;
+    }
+
+    public async ValueTask<DirAnswer> ListDirAsync(string path, CancellationToken ct)
+    {
+        using Call? call = Open(path, TreeOp.ListDir, 0);
+        byte[]? r = call == null ? null : await call.NextAsync(ct);
+        if (r == null || !TreeWire.TryReadHead(r, out TreeHead h) || h.Kind != TreeKind.Reply)
+        {
+            Local(call);
+            return await _local.ListDirAsync(path, ct);
+        }
+        if (h.Status != 0)
+        {
+            return new DirAnswer(h.Status, []);
+        }
+        List<DirEntry>? entries = TreeWire.ReadDir(r.AsSpan(TreeWire.HeadSize), h.Aux);
+        return entries == null ? new DirAnswer(Protocol.StatusFallback, []) : new DirAnswer(0, entries);
+    }
+
+    public async ValueTask<FetchAnswer> FetchAsync(string path, long maxBytes, IFetchSink sink, CancellationToken ct)
+    {
+        using Call? call = Open(path, TreeOp.Fetch, maxBytes);
+        byte[]? r = call == null ? null : await call.NextAsync(ct);
+        if (r == null || !TreeWire.TryReadHead(r, out TreeHead h) || h.Kind != TreeKind.Reply)
+        {
+            Local(call);
+            return await _local.FetchAsync(path, maxBytes, sink, ct);
+        }
+        if (!TreeWire.TryReadFetchReply(r.AsSpan(TreeWire.HeadSize), out OpenKind kind, out long size, out CopperStat st))
+        {
+            return new FetchAnswer(Protocol.StatusFallback, 0, default);
+        }
+        if (h.Status != 0 || kind == OpenKind.Dir)
+        {
+            return new FetchAnswer(h.Status, kind, st);
+        }
+        await sink.BeginAsync(st, size, ct);
+        long got = 0;
+        for (int index = 0; got < size; index++)
+        {
+            byte[]? m = await call!.NextAsync(ct);
+            if (m == null || !TreeWire.TryReadHead(m, out TreeHead ch) || ch.Kind != TreeKind.Chunk || ch.Aux != index || ch.Status != 0)
+            {
+                return new FetchAnswer(Protocol.StatusFallback, 0, st);
+            }
+            WireChunk? wire = TreeWire.ReadChunk(ch, m.AsSpan(TreeWire.HeadSize));
+            byte[]? raw = wire == null ? null : ChunkCodec.Decode(wire);
+            if (raw == null || got + raw.Length > size)
+            {
+                LogBadChunk(_log, path, index);
+                return new FetchAnswer(Protocol.StatusFallback, 0, st);
+            }
+            _counters.FromParent(m.Length);
+            await sink.ChunkAsync(raw, wire, ct);
+            got += raw.Length;
+        }
+        return new FetchAnswer(0, OpenKind.File, st);
+    }
+
+    /// <summary>A request to the parent of the path's tree; null where this agent reads the file system.</summary>
+    private Call? Open(string path, TreeOp op, long arg)
+    {
+        int tree = _topo.TreeOf(path);
+        int parent = _topo.Parent(tree, _rank);
+        if (parent < 0)
+        {
+            return null;
+        }
+        if (Volatile.Read(ref _parentDown[tree]))
+        {
+            _counters.Degraded();
+            return null;
+        }
+        ulong id = (ulong)Interlocked.Increment(ref _nextId);
+        var ch = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        _pending[id] = ch;
+        var call = new Call(this, id, tree, ch);
+        _counters.Forwarded();
+        Task sent = Send(parent, TreeWire.Request(op, tree, id, arg, path));
+        if (!sent.IsCompletedSuccessfully)
+        {
+            sent.ContinueWith(t =>
+            {
+                if (t.IsFaulted)
+                {
+                    MarkDown(tree, t.Exception!.InnerException!.Message);
+                    ch.Writer.TryComplete();
+                }
+            }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+        return call;
+    }
+
+    /// <summary>The parent did not answer (or this agent is the root): the file system answers, counted when degraded.</summary>
+    private void Local(Call? call)
+    {
+        if (call != null)
+        {
+            _counters.Degraded();
+        }
+    }
+
+    private void MarkDown(int tree, string reason)
+    {
+        if (!Volatile.Read(ref _parentDown[tree]))
+        {
+            Volatile.Write(ref _parentDown[tree], true);
+            LogParentDown(_log, tree, _topo.Parent(tree, _rank), reason);
+        }
+    }
+
+    private Task Send(int dest, byte[] message) => _mpi!.SendAsync(dest, message);
+
+    private sealed class Call(TreeAgent agent, ulong id, int tree, Channel<byte[]> replies) : IDisposable
+    {
+        /// <summary>The next message about this request; null when the parent went quiet for too long.</summary>
+        public async ValueTask<byte[]?> NextAsync(CancellationToken ct)
+        {
+            while (true)
+            {
+                using var patience = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                patience.CancelAfter(agent._patience);
+                byte[] m;
+                try
+                {
+                    m = await replies.Reader.ReadAsync(patience.Token);
+                }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                {
+                    agent._counters.ParentTimeout();
+                    agent.MarkDown(tree, $"no answer within {agent._patience.TotalSeconds:0.#} s");
+                    return null;
+                }
+                catch (ChannelClosedException)
+                {
+                    return null;
+                }
+                if (m[0] != (byte)TreeKind.Alive)
+                {
+                    return m;
+                }
+            }
+        }
+
+        public void Dispose() => agent._pending.TryRemove(id, out _);
+    }
+
+    // ------------------------------------------------------------------ messages (parent side)
+
+    private async Task DispatchAsync()
+    {
+        await foreach ((int source, byte[] m) in _inbox.Reader.ReadAllAsync())
+        {
+            if (!TreeWire.TryReadHead(m, out TreeHead h))
+            {
+                LogMalformed(_log, source, m.Length);
+                continue;
+            }
+            switch (h.Kind)
+            {
+                case TreeKind.Request:
+                    _counters.ChildRequest();
+                    _ = Task.Run(() => ServeAsync(source, h, m));
+                    break;
+                case TreeKind.Reply or TreeKind.Chunk or TreeKind.Alive:
+                    if (_pending.TryGetValue(h.Id, out Channel<byte[]>? ch))
+                    {
+                        ch.Writer.TryWrite(m);
+                    }
+                    break;
+                case TreeKind.Join:
+                    _ = Send(source, TreeWire.Control(TreeKind.JoinAck, h.Tree));
+                    break;
+                case TreeKind.JoinAck:
+                    lock (_joinLock)
+                    {
+                        _acksMissing--;
+                    }
+                    AdvanceJoin();
+                    break;
+                case TreeKind.Subtree:
+                    lock (_joinLock)
+                    {
+                        _subtree += h.Aux;
+                        _childrenMissing--;
+                    }
+                    AdvanceJoin();
+                    break;
+                case TreeKind.Shutdown:
+                    _ = Task.Run(_stopping.Cancel);
+                    break;
+            }
+        }
+    }
+
+    private void AdvanceJoin()
+    {
+        int report = 0;
+        bool joined = false;
+        lock (_joinLock)
+        {
+            if (_acksMissing > 0)
+            {
+                return;
+            }
+            joined = true;
+            if (_childrenMissing == 0 && !_reported)
+            {
+                _reported = true;
+                report = _subtree;
+            }
+        }
+        if (joined)
+        {
+            _joined.TrySetResult();
+        }
+        if (report > 0)
+        {
+            int parent = _topo.Parent(0, _rank);
+            if (parent >= 0)
+            {
+                _ = Send(parent, TreeWire.Control(TreeKind.Subtree, 0, report));
+            }
+            else
+            {
+                _treeReady.TrySetResult(report);
+            }
+        }
+    }
+
+    private async Task ServeAsync(int child, TreeHead h, byte[] m)
+    {
+        NodeCache cache = _cache!;
+        CancellationToken ct = _stopping.Token;
+        try
+        {
+            if (!TreeWire.TryReadRequest(m, out long arg, out string path))
+            {
+                await Send(child, TreeWire.BytesReply(h.Op, h.Id, Interop.Libc.EINVAL, []));
+                return;
+            }
+            switch (h.Op)
+            {
+                case TreeOp.Stat or TreeOp.Lstat:
+                    StatAnswer sa = await KeepAlive(child, h.Id, cache.StatAsync(path, h.Op == TreeOp.Stat, ct));
+                    await Send(child, TreeWire.StatReply(h.Op, h.Id, sa));
+                    break;
+                case TreeOp.ReadLink:
+                    LinkAnswer la = await KeepAlive(child, h.Id, cache.ReadLinkAsync(path, ct));
+                    await Send(child, TreeWire.BytesReply(h.Op, h.Id, la.Status, la.Target));
+                    break;
+                case TreeOp.Access:
+                    int aa = await KeepAlive(child, h.Id, cache.AccessAsync(path, (int)arg, ct));
+                    await Send(child, TreeWire.BytesReply(h.Op, h.Id, aa, []));
+                    break;
+                case TreeOp.ListDir:
+                    DirAnswer da = await KeepAlive(child, h.Id, cache.ListDirAsync(path, ct));
+                    await Send(child, TreeWire.DirReply(h.Id, da));
+                    break;
+                case TreeOp.Fetch:
+                    await ServeFetchAsync(child, h.Id, path, cache, ct);
+                    break;
+                default:
+                    await Send(child, TreeWire.BytesReply(h.Op, h.Id, Interop.Libc.EINVAL, []));
+                    break;
+            }
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // The child gives up on its own (patience) if even this cannot be sent.
+            LogServeFailed(_log, child, ex.Message);
+        }
+    }
+
+    private async Task<T> KeepAlive<T>(int child, ulong id, Task<T> work)
+    {
+        while (!work.IsCompleted)
+        {
+            if (await Task.WhenAny(work, Task.Delay(_aliveEvery)) != work)
+            {
+                _ = Send(child, TreeWire.Message(TreeKind.Alive, TreeOp.None, 0, 0, 0, id, 0));
+            }
+        }
+        return await work;
+    }
+
+    private async Task ServeFetchAsync(int child, ulong id, string path, NodeCache cache, CancellationToken ct)
+    {
+        Task<OpenAnswer> open = cache.OpenAsync(path, ct);
+        Transfer? t = cache.InFlight(path);
+        var window = new Queue<Task>();
+        if (t != null && await KeepAlive(child, id, t.Header))
+        {
+            // Relay chunk by chunk while the file is still arriving here.
+            await Send(child, TreeWire.FetchReply(id, 0, OpenKind.File, t.St, t.Size));
+            int i = 0;
+            for (; ; i++)
+            {
+                WireChunk? c = await KeepAlive(child, id, t.GetAsync(i, ct).AsTask());
+                if (c == null)
+                {
+                    break;
+                }
+                await Windowed(window, child, TreeWire.Chunk(id, i, c));
+            }
+            if (t.Status != 0)
+            {
+                await Windowed(window, child, TreeWire.ChunkAbort(id, i, t.Status));
+            }
+            await Task.WhenAll(window);
+            return;
+        }
+        OpenAnswer a = await KeepAlive(child, id, open);
+        if (a.Status != 0 || a.Kind != OpenKind.File)
+        {
+            await Send(child, TreeWire.FetchReply(id, a.Status, a.Kind, a.St, 0));
+            return;
+        }
+        // Relay the node's complete copy.
+        Microsoft.Win32.SafeHandles.SafeFileHandle handle;
+        try
+        {
+            handle = File.OpenHandle(cache.LocalPathOf(path), FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.Asynchronous);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            await Send(child, TreeWire.FetchReply(id, Protocol.StatusFallback, 0, a.St, 0));
+            return;
+        }
+        using (handle)
+        {
+            long size = RandomAccess.GetLength(handle);
+            await Send(child, TreeWire.FetchReply(id, 0, OpenKind.File, a.St, size));
+            byte[] buf = new byte[(int)Math.Clamp(size, 1, ChunkCodec.ChunkBytes)];
+            long offset = 0;
+            for (int i = 0; offset < size; i++)
+            {
+                int filled = 0;
+                while (filled < buf.Length && offset + filled < size)
+                {
+                    int n = await RandomAccess.ReadAsync(handle, buf.AsMemory(filled), offset + filled, ct);
+                    if (n == 0)
+                    {
+                        break;
+                    }
+                    filled += n;
+                }
+                if (filled == 0)
+                {
+                    await Windowed(window, child, TreeWire.ChunkAbort(id, i, Protocol.StatusFallback));
+                    break;
+                }
+                await Windowed(window, child, TreeWire.Chunk(id, i, ChunkCodec.Encode(buf.AsSpan(0, filled))));
+                offset += filled;
+            }
+            await Task.WhenAll(window);
+        }
+    }
+
+    /// <summary>Sends with at most <see cref="SendWindow"/> chunks in flight to one child.</summary>
+    private async Task Windowed(Queue<Task> window, int child, byte[] message)
+    {
+        while (window.Count >= SendWindow)
+        {
+            await window.Dequeue();
+        }
+        _counters.ToChildren(message.Length);
+        window.Enqueue(Send(child, message));
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "tree {Tree}: parent {Parent} is unavailable ({Reason}); answering from the file system")]
+    private static partial void LogParentDown(ILogger logger, int tree, int parent, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "malformed message from rank {Source} ({Length} bytes) dropped")]
+    private static partial void LogMalformed(ILogger logger, int source, int length);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "chunk {Index} of {Path} from the parent is damaged; the file is read from the real path")]
+    private static partial void LogBadChunk(ILogger logger, string path, int index);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "could not answer a request of rank {Child}: {Reason}")]
+    private static partial void LogServeFailed(ILogger logger, int child, string reason);
+}

@@ -1,0 +1,309 @@
+// copper: the command-line tool for a running Copper.
+//   copper stats  [-v PREFIX] [--json]   counters of every agent of PREFIX on this machine
+//   copper status [-v PREFIX]            which agents run, and their place in the tree
+// Agents are found in the runtime directory ($COPPER_RUNTIME_DIR, else
+// /tmp/copper-run-<uid>) as <fnv1a64(prefix)>[.n<k>]/agent.sock and asked over their socket.
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using Copper.Interop;
+
+return Cli.Run(args);
+
+internal static partial class Cli
+{
+    private static readonly string[] Columns =
+    [
+        "requests", "cache_hits", "cache_misses", "coalesced", "forwarded_up", "child_requests",
+        "bytes_from_parent", "bytes_to_children", "pfs_ops", "pfs_bytes", "degraded",
+    ];
+
+    public static int Run(string[] args)
+    {
+        if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+        {
+            Usage(Console.Out);
+            return args.Length == 0 ? 2 : 0;
+        }
+        string command = args[0];
+        string prefix = "/tmp/" + (Environment.GetEnvironmentVariable("USER") is { Length: > 0 } u ? u : Environment.UserName) + "/copper";
+        bool json = false;
+        for (int i = 1; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "-v" when i + 1 < args.Length:
+                    prefix = args[++i];
+                    break;
+                case "--json":
+                    json = true;
+                    break;
+                default:
+                    Console.Error.WriteLine($"copper: unknown argument '{args[i]}'");
+                    Usage(Console.Error);
+                    return 2;
+            }
+        }
+        prefix = Normalize(prefix);
+        if (command is not ("stats" or "status"))
+        {
+            Console.Error.WriteLine($"copper: unknown command '{command}'");
+            Usage(Console.Error);
+            return 2;
+        }
+        List<(string Dir, JsonDocument? Stats, string? Error)> agents = Query(prefix);
+        if (agents.Count == 0)
+        {
+            Console.Error.WriteLine($"copper: no agent for {prefix} on this machine (runtime dir {RuntimeDir()})");
+            return 1;
+        }
+        int rc = agents.Any(a => a.Stats == null) ? 1 : 0;
+        if (command == "status")
+        {
+            PrintStatus(prefix, agents);
+        }
+        else if (json)
+        {
+            PrintJson(prefix, agents);
+        }
+        else
+        {
+            PrintTable(prefix, agents);
+        }
+        return rc;
+    }
+
+    private static void Usage(TextWriter w)
+    {
+        w.WriteLine("usage: copper stats  [-v PREFIX] [--json]   counters per node and in total");
+        w.WriteLine("       copper status [-v PREFIX]            agents running for PREFIX and their tree places");
+        w.WriteLine("PREFIX defaults to /tmp/$USER/copper; agents are found under $COPPER_RUNTIME_DIR or /tmp/copper-run-<uid>.");
+    }
+
+    private static string Normalize(string p)
+    {
+        if (!p.StartsWith('/'))
+        {
+            p = Path.Combine(Environment.CurrentDirectory, p);
+        }
+        var parts = new List<string>();
+        foreach (string s in p.Split('/', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (s == ".")
+            {
+                continue;
+            }
+            if (s == "..")
+            {
+                if (parts.Count > 0)
+                {
+                    parts.RemoveAt(parts.Count - 1);
+                }
+                continue;
+            }
+            parts.Add(s);
+        }
+        return "/" + string.Join('/', parts);
+    }
+
+    private static string RuntimeDir() =>
+        Environment.GetEnvironmentVariable("COPPER_RUNTIME_DIR") is { Length: > 0 } r ? r : "/tmp/copper-run-" + GetUid().ToString(CultureInfo.InvariantCulture);
+
+    [LibraryImport("libc", EntryPoint = "getuid")]
+    private static partial uint GetUid();
+
+    private static List<(string, JsonDocument?, string?)> Query(string prefix)
+    {
+        string runtime = RuntimeDir();
+        string hash = Protocol.Fnv1a64(prefix).ToString("x16", CultureInfo.InvariantCulture);
+        var dirs = new List<(int Node, string Dir)>();
+        if (Directory.Exists(runtime))
+        {
+            foreach (string d in Directory.GetDirectories(runtime, hash + "*"))
+            {
+                string name = Path.GetFileName(d);
+                if (name == hash)
+                {
+                    dirs.Add((0, d));
+                }
+                else if (name.StartsWith(hash + ".n", StringComparison.Ordinal) && int.TryParse(name.AsSpan(hash.Length + 2), NumberStyles.None, CultureInfo.InvariantCulture, out int k))
+                {
+                    dirs.Add((k, d));
+                }
+            }
+        }
+        dirs.Sort((a, b) => a.Node.CompareTo(b.Node));
+        var result = new List<(string, JsonDocument?, string?)>();
+        foreach ((_, string dir) in dirs)
+        {
+            try
+            {
+                result.Add((dir, JsonDocument.Parse(AskStats(Path.Combine(dir, Protocol.SocketName))), null));
+            }
+            catch (Exception ex) when (ex is SocketException or IOException or JsonException or InvalidDataException)
+            {
+                result.Add((dir, null, ex.Message));
+            }
+        }
+        return result;
+    }
+
+    private static byte[] AskStats(string socketPath)
+    {
+        using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        s.ReceiveTimeout = 5000;
+        s.SendTimeout = 5000;
+        s.Connect(new UnixDomainSocketEndPoint(socketPath));
+        var hello = new Hello { Magic = Protocol.Magic, Major = Protocol.Major, Minor = Protocol.Minor, Pid = (uint)Environment.ProcessId };
+        byte[] payload = new byte[Marshal.SizeOf<Hello>()];
+        MemoryMarshal.Write(payload, in hello);
+        Exchange(s, (byte)Op.Hello, payload);
+        byte[] reply = Exchange(s, (byte)Op.Stats, []);
+        int status = BinaryPrimitives.ReadInt32LittleEndian(reply);
+        if (status != 0)
+        {
+            throw new InvalidDataException($"agent answered status {status}");
+        }
+        return reply[Marshal.SizeOf<ReplyHead>()..];
+    }
+
+    private static byte[] Exchange(Socket s, byte op, byte[] payload)
+    {
+        byte[] frame = new byte[Protocol.HeaderSize + payload.Length];
+        Framing.WriteHeader(frame, op, 1, payload.Length);
+        payload.CopyTo(frame, Protocol.HeaderSize);
+        s.Send(frame);
+        byte[] head = ReadExactly(s, Protocol.HeaderSize);
+        uint length = BinaryPrimitives.ReadUInt32LittleEndian(head);
+        if (length > Protocol.MaxPayload || head[4] != (op | Protocol.Reply))
+        {
+            throw new InvalidDataException("unexpected reply from the agent");
+        }
+        return ReadExactly(s, (int)length);
+    }
+
+    private static byte[] ReadExactly(Socket s, int n)
+    {
+        byte[] buf = new byte[n];
+        int got = 0;
+        while (got < n)
+        {
+            int r = s.Receive(buf, got, n - got, SocketFlags.None);
+            if (r == 0)
+            {
+                throw new IOException("the agent closed the connection");
+            }
+            got += r;
+        }
+        return buf;
+    }
+
+    private static long Num(JsonElement e, string name) =>
+        e.TryGetProperty(name, out JsonElement v) && v.ValueKind == JsonValueKind.Number ? v.GetInt64() : 0;
+
+    private static void PrintTable(string prefix, List<(string Dir, JsonDocument? Stats, string? Error)> agents)
+    {
+        var sb = new StringBuilder();
+        sb.Append(CultureInfo.InvariantCulture, $"Copper {prefix}: {agents.Count} agent(s) on this machine\n");
+        sb.Append(CultureInfo.InvariantCulture, $"{"node",-6}");
+        foreach (string c in Columns)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $" {c,17}");
+        }
+        sb.Append('\n');
+        var total = new long[Columns.Length];
+        foreach ((string dir, JsonDocument? stats, string? error) in agents)
+        {
+            if (stats == null)
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"{Path.GetFileName(dir),-6} unreachable: {error}\n");
+                continue;
+            }
+            JsonElement e = stats.RootElement;
+            sb.Append(CultureInfo.InvariantCulture, $"{Num(e, "node"),-6}");
+            for (int i = 0; i < Columns.Length; i++)
+            {
+                long v = Num(e, Columns[i]);
+                total[i] += v;
+                sb.Append(CultureInfo.InvariantCulture, $" {v,17}");
+            }
+            sb.Append('\n');
+        }
+        sb.Append(CultureInfo.InvariantCulture, $"{"total",-6}");
+        foreach (long v in total)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $" {v,17}");
+        }
+        sb.Append('\n');
+        Console.Out.Write(sb.ToString());
+    }
+
+    private static void PrintJson(string prefix, List<(string Dir, JsonDocument? Stats, string? Error)> agents)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteString("prefix", prefix);
+            w.WriteStartArray("nodes");
+            var total = new Dictionary<string, long>(StringComparer.Ordinal);
+            foreach ((_, JsonDocument? stats, _) in agents)
+            {
+                if (stats == null)
+                {
+                    continue;
+                }
+                stats.RootElement.WriteTo(w);
+                foreach (JsonProperty p in stats.RootElement.EnumerateObject())
+                {
+                    if (p.Value.ValueKind == JsonValueKind.Number && p.Name is not ("node" or "rank" or "nodes" or "trees" or "fanout"))
+                    {
+                        total[p.Name] = total.GetValueOrDefault(p.Name) + p.Value.GetInt64();
+                    }
+                }
+            }
+            w.WriteEndArray();
+            w.WriteStartObject("total");
+            foreach (var kv in total)
+            {
+                w.WriteNumber(kv.Key, kv.Value);
+            }
+            w.WriteEndObject();
+            w.WriteStartArray("unreachable");
+            foreach ((string dir, JsonDocument? stats, string? error) in agents)
+            {
+                if (stats == null)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("dir", dir);
+                    w.WriteString("error", error);
+                    w.WriteEndObject();
+                }
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        Console.Out.WriteLine(Encoding.UTF8.GetString(ms.ToArray()));
+    }
+
+    private static void PrintStatus(string prefix, List<(string Dir, JsonDocument? Stats, string? Error)> agents)
+    {
+        Console.Out.WriteLine($"Copper {prefix}:");
+        foreach ((string dir, JsonDocument? stats, string? error) in agents)
+        {
+            if (stats == null)
+            {
+                Console.Out.WriteLine($"  {Path.GetFileName(dir)}: unreachable ({error})");
+                continue;
+            }
+            JsonElement e = stats.RootElement;
+            string place = e.TryGetProperty("parents", out JsonElement parents)
+                ? $"rank {Num(e, "rank")} of {Num(e, "nodes")}, parents {parents.GetRawText()}, root of {e.GetProperty("root_of").GetRawText()}"
+                : "single agent (reads the file system itself)";
+            Console.Out.WriteLine($"  node {Num(e, "node")}: {place}; {Num(e, "requests")} requests, {Num(e, "pfs_ops")} file-system operations");
+        }
+    }
+}
