@@ -133,7 +133,7 @@ live_pid() {
     [[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) || return 1
     kill -0 "$pid" 2>/dev/null || return 1
     if [[ -r /proc/$pid/cmdline ]]; then
-        cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+        cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
         [[ $cmd == *--prefix* ]] || return 1
     fi
     printf '%s\n' "$pid"
@@ -469,6 +469,18 @@ node_label() { # rank -> "node r" or "node r (host)"
     fi
 }
 
+# shellcheck disable=SC2016 # expanded by the guard's own shell
+agent_guard='"$@" & a=$!
+trap "kill -TERM $a 2>/dev/null" TERM INT
+trap "" USR1
+while :; do wait "$a"; rc=$?; kill -0 "$a" 2>/dev/null || break; done
+if ((rc > 128)); then
+    echo "copper-agent: the agent of node ${PMI_RANK:-?} died (status $rc); its ranks use the real paths" >&2
+    trap "exit 0" TERM INT
+    while :; do sleep 3600 & wait $!; done
+fi
+exit "$rc"'
+
 start_mpi_job() {
     local k d pid running=0 ready=0 mpiexec_bin cmd=() mpi=() extra=()
     for k in "${node_ids[@]}"; do
@@ -502,6 +514,11 @@ start_mpi_job() {
     cmd+=(${extra[@]+"${extra[@]}"})
     [[ -z $pin ]] || cmd=(taskset -c "$pin" "${cmd[@]}")
     [[ -z ${pin_msg:-} ]] || note "$pin_msg"
+    # Hydra kills the whole job when one rank's PMI connection closes. An agent that dies
+    # (OOM killer, SIGKILL) must not take the other nodes' agents with it: a small guard
+    # holds the rank's PMI connection until the job is stopped. A clean agent exit ends
+    # the guard too.
+    cmd=(bash -c "$agent_guard" copper-agent-guard "${cmd[@]}")
     # A dead agent must not take the others down (its ranks fall back to the real paths).
     mpi=("$mpiexec_bin" -disable-auto-cleanup -n "$nodes")
     if [[ $mode == cluster ]]; then
@@ -558,7 +575,7 @@ wait_tree_ready() {
         fi
         if (($(now_ms) >= deadline)); then
             for ((r = 0; r < nodes; r++)); do
-                if [[ $text != *"copper-agent: node $r of "* ]]; then
+                if [[ $text != *"copper-agent: node $r starting "* && $text != *"copper-agent: node $r of "* ]]; then
                     started+=("$(node_label "$r")")
                 elif [[ $text != *"copper-agent: node $r joined"* ]]; then
                     joined+=("$(node_label "$r")")

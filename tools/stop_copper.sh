@@ -156,7 +156,7 @@ live_pid() {
     [[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) || return 1
     kill -0 "$pid" 2>/dev/null || return 1
     if [[ -r /proc/$pid/cmdline ]]; then
-        cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+        cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
         [[ $cmd == *--prefix* ]] || return 1
     fi
     printf '%s\n' "$pid"
@@ -248,7 +248,7 @@ job_pidfile=$runtime_dir/.$base.mpiexec.pid
 if [[ -z $nodes && -r $job_pidfile ]]; then
     read -r job_pid 2>/dev/null <"$job_pidfile" || job_pid=
     if [[ $job_pid =~ ^[0-9]+$ ]] && ((job_pid > 1)) && ! gone "$job_pid" &&
-        tr '\0' ' ' <"/proc/$job_pid/cmdline" 2>/dev/null | grep -q -- '--prefix'; then
+        tr '\0' ' ' 2>/dev/null <"/proc/$job_pid/cmdline" | grep -q -- '--prefix'; then
         found=$((found + 1))
         deadline=$(($(now_ms) + 5000))
         while ! gone "$job_pid" && (($(now_ms) < deadline)); do sleep 0.05; done

@@ -35,6 +35,14 @@ namespace Copper.Agent
             MpiTransport? mpi = null;
             if (o.Mpi)
             {
+                // Said before MPI_Init, which waits for every rank: a launcher that times out
+                // can then tell a node that never started from one stuck joining.
+                string? launcherRank = Environment.GetEnvironmentVariable("PMI_RANK") ?? Environment.GetEnvironmentVariable("PMIX_RANK")
+                    ?? Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") ?? Environment.GetEnvironmentVariable("SLURM_PROCID");
+                if (launcherRank != null)
+                {
+                    Console.Out.WriteLine($"copper-agent: node {launcherRank} starting on {Environment.MachineName} (pid {Environment.ProcessId})");
+                }
                 inbox = TreeAgent.CreateInbox();
                 try
                 {
