@@ -65,6 +65,33 @@ internal static partial class Interop
         [LibraryImport(Lib, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
         internal static partial int Open(string path, int flags, int mode);
 
+        internal const int EFD_CLOEXEC = 0x80000;
+        internal const int EFD_NONBLOCK = 0x800;
+        internal const short POLLIN = 1;
+
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct PollFd
+        {
+            public int Fd;
+            public short Events;
+            public short Revents;
+        }
+
+        internal const int PR_SET_TIMERSLACK = 29;
+
+        [LibraryImport(Lib, EntryPoint = "prctl")]
+        internal static partial int Prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
+
+        [LibraryImport(Lib, EntryPoint = "eventfd", SetLastError = true)]
+        internal static partial int EventFd(uint initval, int flags);
+
+        [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
+        internal static unsafe partial nint Write(int fd, byte* buf, nint count);
+
+        /// <summary>ppoll(2): waits for <paramref name="fds"/> at most <paramref name="timeout"/> (nanosecond resolution).</summary>
+        [LibraryImport(Lib, EntryPoint = "ppoll", SetLastError = true)]
+        internal static unsafe partial int PPoll(PollFd* fds, nuint nfds, Timespec* timeout, void* sigmask);
+
         [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
         internal static partial int Close(int fd);
 

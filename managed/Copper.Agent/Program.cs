@@ -31,8 +31,8 @@ namespace Copper.Agent
     {
         public static async Task<int> RunAsync(AgentOptions o)
         {
-            System.Threading.Channels.Channel<(int Source, byte[] Message)>? inbox = null;
             MpiTransport? mpi = null;
+            TreeAgent? tree = null;
             if (o.Mpi)
             {
                 // Said before MPI_Init, which waits for every rank: a launcher that times out
@@ -43,11 +43,10 @@ namespace Copper.Agent
                 {
                     Console.Out.WriteLine($"copper-agent: node {launcherRank} starting on {Environment.MachineName} (pid {Environment.ProcessId})");
                 }
-                inbox = TreeAgent.CreateInbox();
                 try
                 {
-                    var writer = inbox.Writer;
-                    mpi = MpiTransport.Start((source, message) => writer.TryWrite((source, message)));
+                    tree = new TreeAgent();
+                    mpi = MpiTransport.Start(tree.OnMessage);
                 }
                 catch (InvalidOperationException ex)
                 {
@@ -95,17 +94,16 @@ namespace Copper.Agent
             var counters = new Counters();
             using PfsTrace? trace = o.PfsTraceDir == null ? null : OpenTrace(o.PfsTraceDir, node);
             var local = new LocalFileSystemUpstream(counters, trace);
-            TreeAgent? tree = null;
+            TreeTopology? topo = null;
             if (mpi != null)
             {
-                var topo = new TreeTopology(mpi.Size, o.Trees, o.Fanout);
-                tree = new TreeAgent(inbox!, topo, mpi.Rank, counters, log, local, TimeSpan.FromSeconds(o.ParentTimeoutSeconds));
-                counters.Describe = tree.DescribeTo;
+                topo = new TreeTopology(mpi.Size, o.Trees, o.Fanout);
+                counters.Describe = tree!.DescribeTo;
                 LogTree(log, mpi.Rank, mpi.Size, topo.Describe(mpi.Rank));
             }
             var cache = new NodeCache(tree ?? (IUpstream)local, counters, log, mirror, o.MaxCacheableBytes)
             {
-                Pipelines = tree?.HasChildren ?? false,
+                Pipelines = topo != null && TreeAgent.HasChildren(topo, mpi!.Rank),
             };
             using var stop = tree == null ? new CancellationTokenSource() : CancellationTokenSource.CreateLinkedTokenSource(tree.ShutdownRequested);
             using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
@@ -127,7 +125,7 @@ namespace Copper.Agent
                 Task serving = server.RunAsync(stop.Token);
                 if (tree != null)
                 {
-                    tree.Start(mpi!, cache);
+                    tree.Start(mpi!, topo!, cache, counters, log, local, TimeSpan.FromSeconds(o.ParentTimeoutSeconds));
                     _ = AnnounceAsync(tree, mpi!, readyFile, stop.Token);
                 }
                 else

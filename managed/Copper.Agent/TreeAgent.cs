@@ -19,16 +19,17 @@ internal sealed partial class TreeAgent : IUpstream
 {
     private const int SendWindow = 8;
 
-    private readonly TreeTopology _topo;
-    private readonly int _rank;
-    private readonly Counters _counters;
-    private readonly ILogger _log;
-    private readonly LocalFileSystemUpstream _local;
-    private readonly TimeSpan _patience;
-    private readonly TimeSpan _aliveEvery;
+    private TreeTopology _topo = new(1, 1, 2);
+    private int _rank;
+    private Counters _counters = new();
+    private ILogger _log = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+    private LocalFileSystemUpstream _local = null!;
+    private TimeSpan _patience;
+    private TimeSpan _aliveEvery;
     private readonly ConcurrentDictionary<ulong, Channel<byte[]>> _pending = new();
-    private readonly Channel<(int Source, byte[] Message)> _inbox;
-    private readonly bool[] _parentDown;
+    private readonly List<(int Source, byte[] Message)> _early = [];
+    private bool[] _parentDown = [];
+    private bool _started;
     private readonly CancellationTokenSource _stopping = new();
     private readonly TaskCompletionSource _joined = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource<int> _treeReady = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -41,19 +42,6 @@ internal sealed partial class TreeAgent : IUpstream
     private int _subtree = 1;
     private bool _reported;
 
-    public TreeAgent(Channel<(int Source, byte[] Message)> inbox, TreeTopology topo, int rank, Counters counters, ILogger log, LocalFileSystemUpstream local, TimeSpan patience)
-    {
-        _inbox = inbox;
-        _topo = topo;
-        _rank = rank;
-        _counters = counters;
-        _log = log;
-        _local = local;
-        _patience = patience;
-        _aliveEvery = TimeSpan.FromMilliseconds(Math.Max(100, patience.TotalMilliseconds / 3));
-        _parentDown = new bool[topo.Trees];
-    }
-
     /// <summary>Completes when this agent has joined every tree (its parents answered).</summary>
     public Task Joined => _joined.Task;
 
@@ -63,31 +51,52 @@ internal sealed partial class TreeAgent : IUpstream
     /// <summary>Cancelled when a parent asks the job to stop.</summary>
     public CancellationToken ShutdownRequested => _stopping.Token;
 
-    public bool HasChildren
+    public static bool HasChildren(TreeTopology topo, int rank)
     {
-        get
+        for (int t = 0; t < topo.Trees; t++)
         {
-            for (int t = 0; t < _topo.Trees; t++)
+            if (topo.Children(t, rank).Any())
             {
-                if (_topo.Children(t, _rank).Any())
-                {
-                    return true;
-                }
+                return true;
             }
-            return false;
         }
+        return false;
     }
 
-    /// <summary>Where the progress thread puts what it receives (created before MPI starts, so nothing is lost).</summary>
-    public static Channel<(int Source, byte[] Message)> CreateInbox() =>
-        Channel.CreateUnbounded<(int, byte[])>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-
-    /// <summary>Starts handling messages and joins the trees.</summary>
-    public void Start(MpiTransport mpi, NodeCache cache)
+    /// <summary>
+    /// The progress thread's callback. Replies go straight to their waiting request; requests
+    /// are served on the thread pool; nothing here blocks. Messages that arrive before
+    /// <see cref="Start"/> wait for it.
+    /// </summary>
+    public void OnMessage(int source, byte[] m)
     {
+        if (!Volatile.Read(ref _started))
+        {
+            lock (_early)
+            {
+                if (!_started)
+                {
+                    _early.Add((source, m));
+                    return;
+                }
+            }
+        }
+        Handle(source, m);
+    }
+
+    /// <summary>Starts handling messages (those that came early first) and joins the trees.</summary>
+    public void Start(MpiTransport mpi, TreeTopology topo, NodeCache cache, Counters counters, ILogger log, LocalFileSystemUpstream local, TimeSpan patience)
+    {
+        _counters = counters;
+        _log = log;
+        _local = local;
+        _patience = patience;
+        _aliveEvery = TimeSpan.FromMilliseconds(Math.Max(100, patience.TotalMilliseconds / 3));
         _mpi = mpi;
+        _topo = topo;
+        _rank = mpi.Rank;
         _cache = cache;
-        _ = Task.Run(DispatchAsync);
+        _parentDown = new bool[topo.Trees];
         lock (_joinLock)
         {
             _childrenMissing = _topo.Children(0, _rank).Count();
@@ -98,6 +107,15 @@ internal sealed partial class TreeAgent : IUpstream
                     _acksMissing++;
                 }
             }
+        }
+        lock (_early)
+        {
+            foreach ((int source, byte[] m) in _early)
+            {
+                Handle(source, m);
+            }
+            _early.Clear();
+            Volatile.Write(ref _started, true);
         }
         for (int t = 0; t < _topo.Trees; t++)
         {
@@ -268,7 +286,14 @@ internal sealed partial class TreeAgent : IUpstream
             return null;
         }
         ulong id = (ulong)Interlocked.Increment(ref _nextId);
-        var ch = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        // A metadata answer is finished on the progress thread itself (a few microseconds of
+        // work, one thread hop less); file chunks are written to disk, so they hop.
+        var ch = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions
+        {
+            SingleReader = true,
+            SingleWriter = true,
+            AllowSynchronousContinuations = op != TreeOp.Fetch,
+        });
         _pending[id] = ch;
         var call = new Call(this, id, tree, ch);
         _counters.Forwarded();
@@ -343,49 +368,46 @@ internal sealed partial class TreeAgent : IUpstream
 
     // ------------------------------------------------------------------ messages (parent side)
 
-    private async Task DispatchAsync()
+    private void Handle(int source, byte[] m)
     {
-        await foreach ((int source, byte[] m) in _inbox.Reader.ReadAllAsync())
+        if (!TreeWire.TryReadHead(m, out TreeHead h))
         {
-            if (!TreeWire.TryReadHead(m, out TreeHead h))
-            {
-                LogMalformed(_log, source, m.Length);
-                continue;
-            }
-            switch (h.Kind)
-            {
-                case TreeKind.Request:
-                    _counters.ChildRequest();
-                    _ = Task.Run(() => ServeAsync(source, h, m));
-                    break;
-                case TreeKind.Reply or TreeKind.Chunk or TreeKind.Alive:
-                    if (_pending.TryGetValue(h.Id, out Channel<byte[]>? ch))
-                    {
-                        ch.Writer.TryWrite(m);
-                    }
-                    break;
-                case TreeKind.Join:
-                    _ = Send(source, TreeWire.Control(TreeKind.JoinAck, h.Tree));
-                    break;
-                case TreeKind.JoinAck:
-                    lock (_joinLock)
-                    {
-                        _acksMissing--;
-                    }
-                    AdvanceJoin();
-                    break;
-                case TreeKind.Subtree:
-                    lock (_joinLock)
-                    {
-                        _subtree += h.Aux;
-                        _childrenMissing--;
-                    }
-                    AdvanceJoin();
-                    break;
-                case TreeKind.Shutdown:
-                    _ = Task.Run(_stopping.Cancel);
-                    break;
-            }
+            LogMalformed(_log, source, m.Length);
+            return;
+        }
+        switch (h.Kind)
+        {
+            case TreeKind.Request:
+                _counters.ChildRequest();
+                _ = Task.Run(() => ServeAsync(source, h, m));
+                break;
+            case TreeKind.Reply or TreeKind.Chunk or TreeKind.Alive:
+                if (_pending.TryGetValue(h.Id, out Channel<byte[]>? ch))
+                {
+                    ch.Writer.TryWrite(m);
+                }
+                break;
+            case TreeKind.Join:
+                _ = Send(source, TreeWire.Control(TreeKind.JoinAck, h.Tree));
+                break;
+            case TreeKind.JoinAck:
+                lock (_joinLock)
+                {
+                    _acksMissing--;
+                }
+                AdvanceJoin();
+                break;
+            case TreeKind.Subtree:
+                lock (_joinLock)
+                {
+                    _subtree += h.Aux;
+                    _childrenMissing--;
+                }
+                AdvanceJoin();
+                break;
+            case TreeKind.Shutdown:
+                _ = Task.Run(_stopping.Cancel);
+                break;
         }
     }
 
