@@ -62,6 +62,7 @@ Task("Demo").IsDependentOn("Build").Does(() =>
 Task("Bench").IsDependentOn("Build").Does(() =>
 {
     Run("bash", "tools/bench/foundation_bench.sh");
+    Run("bash", "tools/bench/tree_bench.sh");
 });
 
 RunTarget(target);
