@@ -64,6 +64,12 @@ printf '%-28s %14s %36s\n' "import numpy" "median ms ($runs)" "calls on the real
 printf '%-28s %14s %36s\n' "direct (local disk)" "$direct_ms" "$direct_calls"
 printf '%-28s %14s %36s\n' "through Copper (warm)" "$copper_ms" "$copper_calls"
 echo
-"$bin/stop_copper.sh" -v "$prefix" >/dev/null
-echo "== Copper stopped; each agent's counters (pfs_ops = real file-system operations):"
-for f in "$work"/logs/copper-stats.*.json; do echo "$(basename "$f"): $(cat "$f")"; done
+echo "== each agent's counters (copper stats; pfs_ops = real file-system operations):"
+"$bin/copper" stats -v "$prefix"
+total_pfs=$("$bin/copper" stats -v "$prefix" --json | "$py" -c 'import json, sys; print(json.load(sys.stdin)["total"]["pfs_ops"])')
+imports=$(( nodes + runs + 1 ))
+echo
+echo "real file-system operations for the $imports imports through Copper above:"
+echo "  without Copper (every import reads it): about $(( imports * direct_calls )) ($direct_calls per import)"
+echo "  with Copper: $total_pfs, all by the tree's root agent; the application processes: $copper_calls"
+"$bin/stop_copper.sh" -v "$prefix" >/dev/null 2>&1
