@@ -39,7 +39,7 @@
 
 #define COPPER_PROTOCOL_MAGIC 0x52505043u /* "CPPR" */
 #define COPPER_PROTOCOL_MAJOR 1
-#define COPPER_PROTOCOL_MINOR 0
+#define COPPER_PROTOCOL_MINOR 1 /* 1: LISTDIRPLUS */
 
 #define COPPER_HEADER_SIZE 12
 #define COPPER_MAX_PAYLOAD (4u * 1024u * 1024u)
@@ -56,7 +56,13 @@ enum copper_op {
     COPPER_OP_OPEN = 7,     /* path; follows symlinks -> head + copper_open_reply + local path */
     COPPER_OP_PING = 8,     /* empty -> head (status 0) */
     COPPER_OP_STATS = 9,    /* empty -> head + UTF-8 JSON counters */
-    COPPER_OP_MAX = 9
+    /* copper_listdir_req + path -> head + u32 count + count x (copper_dirent_plus + name):
+     * the listing plus what the agent already knows of each entry (its lstat, whether its
+     * file is in the mirror), so a client answers those without asking again. With
+     * COPPER_LISTDIR_CACHED_ONLY the agent answers COPPER_S_FALLBACK rather than fetch a
+     * listing it does not have. Agents of minor >= 1. */
+    COPPER_OP_LISTDIRPLUS = 10,
+    COPPER_OP_MAX = 10
 };
 
 #define COPPER_REPLY 0x80u
@@ -129,6 +135,20 @@ typedef struct copper_dirent {
     uint16_t name_length; /* bytes of name that follow, no NUL */
     uint32_t pad1;
 } copper_dirent;
+
+#define COPPER_LISTDIR_CACHED_ONLY 1u
+
+typedef struct copper_listdir_req {
+    uint32_t flags; /* COPPER_LISTDIR_* */
+    uint32_t reserved;
+} copper_listdir_req;
+
+typedef struct copper_dirent_plus {
+    copper_dirent de;
+    int32_t lstat_status; /* 0 or errno: the entry's lstat; COPPER_S_FALLBACK: not known */
+    uint32_t open_kind;   /* COPPER_OPEN_FILE: materialized at <mirror root><path>; 0: not known */
+    copper_stat st;       /* the entry's lstat when lstat_status == 0 */
+} copper_dirent_plus;
 
 /* OPEN reply kinds. */
 enum copper_open_kind {

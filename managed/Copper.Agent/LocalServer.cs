@@ -238,7 +238,12 @@ internal sealed partial class LocalServer : IDisposable
             case Op.Stats:
                 return Concat(Head(0), _counters.ToJson(_node));
         }
-        int fixedPart = op == Op.Access ? Marshal.SizeOf<AccessRequest>() : 0;
+        int fixedPart = op switch
+        {
+            Op.Access => Marshal.SizeOf<AccessRequest>(),
+            Op.ListDirPlus => Marshal.SizeOf<ListDirRequest>(),
+            _ => 0,
+        };
         if (payload.Length < fixedPart)
         {
             return Head(Interop.Libc.EINVAL);
@@ -249,6 +254,13 @@ internal sealed partial class LocalServer : IDisposable
             Span<byte> raw = stackalloc byte[fixedPart];
             payload.Slice(0, fixedPart).CopyTo(raw);
             mode = MemoryMarshal.Read<AccessRequest>(raw).Mode;
+        }
+        uint listFlags = 0;
+        if (op == Op.ListDirPlus)
+        {
+            Span<byte> raw = stackalloc byte[fixedPart];
+            payload.Slice(0, fixedPart).CopyTo(raw);
+            listFlags = MemoryMarshal.Read<ListDirRequest>(raw).Flags;
         }
         int status = PathPolicy.TryDecode(payload.Slice(fixedPart), out string path);
         if (status != 0)
@@ -275,6 +287,15 @@ internal sealed partial class LocalServer : IDisposable
                 DirAnswer a = await _cache.ListDirAsync(path, ct);
                 return a.Status == 0 ? EncodeListing(a.Entries) : Head(a.Status);
             }
+            case Op.ListDirPlus:
+            {
+                if ((listFlags & ListDirRequest.CachedOnly) != 0 && !_cache.HasListing(path))
+                {
+                    return Head(Protocol.StatusFallback);
+                }
+                DirAnswer a = await _cache.ListDirAsync(path, ct);
+                return a.Status == 0 ? EncodeListingPlus(path, a.Entries) : Head(a.Status);
+            }
             case Op.Open:
             {
                 OpenAnswer a = await _cache.OpenAsync(path, ct);
@@ -289,6 +310,46 @@ internal sealed partial class LocalServer : IDisposable
             default:
                 return Head(Interop.Libc.EINVAL);
         }
+    }
+
+    /// <summary>
+    /// The listing plus what this node already knows of each entry: its lstat (an entry that is
+    /// not a symlink has the same stat), and whether its file is materialized. Nothing is
+    /// fetched for it, so the file system sees no extra operation.
+    /// </summary>
+    private byte[] EncodeListingPlus(string dir, IReadOnlyList<DirEntry> entries)
+    {
+        int plusSize = Marshal.SizeOf<CopperDirentPlus>();
+        long size = 8 + 4;
+        foreach (DirEntry e in entries)
+        {
+            size += plusSize + e.Name.Length;
+        }
+        if (size > Protocol.MaxPayload)
+        {
+            return Head(Protocol.StatusTooLong);
+        }
+        byte[] buf = new byte[size];
+        Head(0).CopyTo(buf, 0);
+        BinaryPrimitives.WriteUInt32LittleEndian(buf.AsSpan(8), (uint)entries.Count);
+        int at = 12;
+        string prefix = dir == "/" ? "/" : dir + "/";
+        foreach (DirEntry e in entries)
+        {
+            string child = prefix + System.Text.Encoding.UTF8.GetString(e.Name);
+            var d = new CopperDirentPlus
+            {
+                De = new CopperDirent { Ino = e.Ino, Type = e.Type, NameLength = (ushort)e.Name.Length },
+                LstatStatus = _cache.PeekLstat(child, e.Type, out CopperStat st),
+                OpenKind = _cache.PeekMaterialized(child) ? (uint)OpenKind.File : 0,
+            };
+            d.St = st;
+            MemoryMarshal.Write(buf.AsSpan(at), in d);
+            at += plusSize;
+            e.Name.CopyTo(buf, at);
+            at += e.Name.Length;
+        }
+        return buf;
     }
 
     private static byte[] EncodeListing(IReadOnlyList<DirEntry> entries)

@@ -103,6 +103,45 @@ internal sealed partial class NodeCache
         return GetOrFetch(_open, path, p => MaterializeAsync(p, ct), a => a.Status >= 0 || a.Status == Protocol.StatusTooBig);
     }
 
+    /// <summary>
+    /// The lstat of <paramref name="path"/> if this node already has it (for an entry that is not
+    /// a symlink, its stat is the same); <see cref="Protocol.StatusFallback"/> if not. Never fetches.
+    /// </summary>
+    public int PeekLstat(string path, byte direntType, out CopperStat st)
+    {
+        const byte DtUnknown = 0, DtLnk = 10;
+        st = default;
+        if (_lstat.TryGetValue(path, out Task<StatAnswer>? l) && l.IsCompletedSuccessfully && l.Result.Status >= 0)
+        {
+            st = l.Result.St;
+            return l.Result.Status;
+        }
+        if (direntType is DtUnknown or DtLnk)
+        {
+            return Protocol.StatusFallback;
+        }
+        if (_stat.TryGetValue(path, out Task<StatAnswer>? f) && f.IsCompletedSuccessfully && f.Result.Status == 0)
+        {
+            st = f.Result.St;
+            return 0;
+        }
+        // A materialized file was stat'ed when it was fetched.
+        if (_open.TryGetValue(path, out Task<OpenAnswer>? o) && o.IsCompletedSuccessfully && o.Result is { Status: 0, Kind: OpenKind.File })
+        {
+            st = o.Result.St;
+            return 0;
+        }
+        return Protocol.StatusFallback;
+    }
+
+    /// <summary>True if this node holds the listing of <paramref name="path"/> (an answer, maybe an error).</summary>
+    public bool HasListing(string path) =>
+        _dirs.TryGetValue(path, out Task<DirAnswer>? d) && d.IsCompletedSuccessfully;
+
+    /// <summary>True if the file at <paramref name="path"/> is materialized in the mirror. Never fetches.</summary>
+    public bool PeekMaterialized(string path) =>
+        _open.TryGetValue(path, out Task<OpenAnswer>? o) && o.IsCompletedSuccessfully && o.Result is { Status: 0, Kind: OpenKind.File };
+
     /// <summary>The node-local path standing for a real path (the mirror keeps real paths' shape).</summary>
     public string LocalPathOf(string path) => path == "/" ? MirrorRoot : MirrorRoot + path;
 

@@ -16,6 +16,7 @@ public enum Op : byte
     Open = 7,
     Ping = 8,
     Stats = 9,
+    ListDirPlus = 10,
 }
 
 public enum OpenKind : uint
@@ -28,12 +29,12 @@ public static class Protocol
 {
     public const uint Magic = 0x52505043u;
     public const ushort Major = 1;
-    public const ushort Minor = 0;
+    public const ushort Minor = 1;
     public const int HeaderSize = 12;
     public const uint MaxPayload = 4u * 1024u * 1024u;
     public const int MaxPath = 4096;
     public const byte Reply = 0x80;
-    public const byte MaxOp = 9;
+    public const byte MaxOp = 10;
 
     /// <summary>Copper's own statuses: the client must use the real path.</summary>
     public const int StatusFallback = -1;
@@ -133,6 +134,23 @@ public struct CopperDirent
     public byte Pad0;
     public ushort NameLength;
     public uint Pad1;
+}
+
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+public struct ListDirRequest
+{
+    public const uint CachedOnly = 1;
+    public uint Flags;
+    public uint Reserved;
+}
+
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+public struct CopperDirentPlus
+{
+    public CopperDirent De;
+    public int LstatStatus;
+    public uint OpenKind;
+    public CopperStat St;
 }
 
 [StructLayout(LayoutKind.Sequential, Pack = 1)]

@@ -49,6 +49,7 @@ static pid_t my_pid(void)
 static int64_t retry_after_ns;   /* monotonic time before which we do not reconnect (atomic) */
 static char mirror_root[COPPER_MAX_PATH]; /* written once, before mirror_len is published */
 static size_t mirror_len;        /* atomic; 0 until the first HELLO reply */
+static int agent_minor;          /* atomic; the agent's protocol minor from HELLO */
 
 static int64_t now_ns(void)
 {
@@ -206,6 +207,7 @@ static int conn_open(void)
         free(rep);
         goto fail;
     }
+    __atomic_store_n(&agent_minor, (int)hr.minor, __ATOMIC_RELAXED);
     size_t mlen = len - sizeof hr;
     if (__atomic_load_n(&mirror_len, __ATOMIC_ACQUIRE) == 0 && mlen > 0 && mlen < COPPER_MAX_PATH) {
         /* Racing threads write identical bytes; the length is published last. */
@@ -275,6 +277,11 @@ int copper_request(uint8_t op, const void *fixed, size_t fixed_len, const char *
     }
     errno = saved;
     return head.status;
+}
+
+int copper_agent_minor(void)
+{
+    return __atomic_load_n(&agent_minor, __ATOMIC_RELAXED);
 }
 
 const char *copper_mirror_root(void)

@@ -27,6 +27,7 @@ typedef struct copper_dir {
     size_t count;    /* agent entries (without "." / "..") */
     char *data;      /* LISTDIR payload (owned) */
     size_t *offsets; /* offset of each entry's copper_dirent in data (owned) */
+    size_t entry_size; /* sizeof copper_dirent, or of copper_dirent_plus: the name follows */
     uint64_t dot_ino, dotdot_ino;
     char real[COPPER_MAX_PATH];
     union {
@@ -51,12 +52,113 @@ static uint64_t ino_of(const char *real)
     return copper_get_stat(COPPER_OP_STAT, real, &st) == 0 ? st.ino : 1;
 }
 
-/* LISTDIR real into a new copper_dir. Returns it, or NULL with *err (errno or <0). */
+/*
+ * What a LISTDIRPLUS entry tells about the entry itself goes into the process cache: that
+ * it exists, its lstat (and stat, when it is not a symlink), and that its file is in the
+ * mirror, so stat() and open() of listed files need no round trip.
+ */
+static void remember_entry(const char *real, const copper_dirent_plus *dp, const char *name)
+{
+    char child[COPPER_MAX_PATH];
+    size_t rl = strlen(real);
+    if (rl + 1 + dp->de.name_length >= sizeof child)
+        return;
+    memcpy(child, real, rl);
+    size_t at = rl;
+    if (rl != 1)
+        child[at++] = '/';
+    memcpy(child + at, name, dp->de.name_length);
+    child[at + dp->de.name_length] = '\0';
+    copper_cache_put(COPPER_CK_NAME, 0, child, 0, NULL, 0);
+    if (dp->lstat_status >= 0) {
+        copper_cache_put(COPPER_OP_LSTAT, 0, child, dp->lstat_status, &dp->st,
+                         dp->lstat_status == 0 ? sizeof dp->st : 0);
+        if (dp->lstat_status == 0 && !S_ISLNK(dp->st.mode))
+            copper_cache_put(COPPER_OP_STAT, 0, child, 0, &dp->st, sizeof dp->st);
+    }
+    if (dp->open_kind == COPPER_OPEN_FILE && dp->lstat_status == 0 && S_ISREG(dp->st.mode))
+        copper_cache_put(COPPER_OP_OPEN, 0, child, 0, &dp->st, sizeof dp->st);
+}
+
+/* Walks a LISTDIR(PLUS) payload: fills offs (if given) with each entry's offset, absorbs
+ * PLUS entries into the process cache; returns the number of entries. */
+static size_t walk_listing(const char *real, const char *data, size_t len, int plus, size_t *offs)
+{
+    size_t esize = plus ? sizeof(copper_dirent_plus) : sizeof(copper_dirent);
+    uint32_t n;
+    memcpy(&n, data, 4);
+    size_t off = 4, count = 0;
+    int complete = 1;
+    for (uint32_t i = 0; i < n; i++) {
+        copper_dirent_plus dp;
+        if (off + esize > len || (memcpy(&dp, data + off, esize), off + esize + dp.de.name_length > len)) {
+            complete = 0;
+            break;
+        }
+        const char *name = data + off + esize;
+        int dots = (dp.de.name_length == 1 && name[0] == '.') ||
+                   (dp.de.name_length == 2 && name[0] == '.' && name[1] == '.');
+        if (!dots && dp.de.name_length > 0 && dp.de.name_length <= 255 &&
+            memchr(name, '/', dp.de.name_length) == NULL) {
+            if (offs)
+                offs[count] = off;
+            count++;
+            if (plus)
+                remember_entry(real, &dp, name);
+        }
+        off += esize + dp.de.name_length;
+    }
+    if (plus && complete)
+        copper_cache_put(COPPER_CK_LISTED, 0, real, 0, NULL, 0);
+    return count;
+}
+
+void copper_absorb_listing(const char *real, const char *data, size_t len)
+{
+    if (data != NULL && len >= 4)
+        walk_listing(real, data, len, 1, NULL);
+}
+
+int copper_prefetch_parent(const char *real, int for_open)
+{
+    char parent[COPPER_MAX_PATH];
+    const char *slash = strrchr(real, '/');
+    if (slash == NULL || slash == real)
+        snprintf(parent, sizeof parent, "/");
+    else
+        snprintf(parent, sizeof parent, "%.*s", (int)(slash - real), real);
+    if (strcmp(real, "/") == 0)
+        return 0;
+    int st;
+    if (copper_cache_get(COPPER_CK_LISTED, 0, parent, &st, NULL, 0, NULL))
+        return 1;
+    if (copper_agent_minor() < 1 || copper_cache_get(COPPER_CK_PREFETCH, 0, parent, &st, NULL, 0, NULL))
+        return 0;
+    copper_cache_put(COPPER_CK_PREFETCH, 0, parent, 0, NULL, 0);
+    /* Python reads bytecode from __pycache__ without ever listing it: there, one listing
+     * (two operations on the file system, once per job) saves a round trip per module in
+     * every later process. Elsewhere only a listing the agent already has is worth it. */
+    size_t pl = strlen(parent);
+    int pycache = for_open && pl >= 12 && strcmp(parent + pl - 12, "/__pycache__") == 0;
+    copper_listdir_req req = {pycache ? 0u : COPPER_LISTDIR_CACHED_ONLY, 0};
+    char *data;
+    size_t len;
+    if (copper_request(COPPER_OP_LISTDIRPLUS, &req, sizeof req, parent, &data, &len) == 0)
+        copper_absorb_listing(parent, data, len);
+    free(data);
+    return copper_cache_get(COPPER_CK_LISTED, 0, parent, &st, NULL, 0, NULL);
+}
+
+/* LISTDIR(PLUS) real into a new copper_dir. Returns it, or NULL with *err (errno or <0). */
 static copper_dir *dir_load(const char *real, int *err)
 {
     char *data;
     size_t len;
-    int s = copper_request(COPPER_OP_LISTDIR, NULL, 0, real, &data, &len);
+    copper_ensure_connected();
+    int plus = copper_agent_minor() >= 1;
+    copper_listdir_req req = {0, 0};
+    int s = plus ? copper_request(COPPER_OP_LISTDIRPLUS, &req, sizeof req, real, &data, &len)
+                 : copper_request(COPPER_OP_LISTDIR, NULL, 0, real, &data, &len);
     if (s != 0 || data == NULL || len < 4) {
         free(data);
         *err = s != 0 ? s : COPPER_S_FALLBACK;
@@ -73,26 +175,14 @@ static copper_dir *dir_load(const char *real, int *err)
         *err = ENOMEM;
         return NULL;
     }
-    size_t off = 4, count = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        copper_dirent de;
-        if (off + sizeof de > len)
-            break;
-        memcpy(&de, data + off, sizeof de);
-        if (off + sizeof de + de.name_length > len)
-            break;
-        const char *name = data + off + sizeof de;
-        int dots = (de.name_length == 1 && name[0] == '.') ||
-                   (de.name_length == 2 && name[0] == '.' && name[1] == '.');
-        if (!dots && de.name_length > 0 && de.name_length <= 255)
-            offs[count++] = off;
-        off += sizeof de + de.name_length;
-    }
+    size_t count = walk_listing(real, data, len, plus, offs);
+    size_t esize = plus ? sizeof(copper_dirent_plus) : sizeof(copper_dirent);
     d->magic = COPPER_DIR_MAGIC;
     d->fd = -1;
     d->count = count;
     d->data = data;
     d->offsets = offs;
+    d->entry_size = esize;
     snprintf(d->real, sizeof d->real, "%s", real);
     d->dot_ino = ino_of(real);
     char parent[COPPER_MAX_PATH];
@@ -128,7 +218,7 @@ static struct dirent64 *dir_next(copper_dir *d)
         memcpy(&de, d->data + off, sizeof de);
         e->d_ino = de.ino ? de.ino : 1;
         e->d_type = de.type;
-        memcpy(e->d_name, d->data + off + sizeof de, de.name_length);
+        memcpy(e->d_name, d->data + off + d->entry_size, de.name_length);
         e->d_name[de.name_length] = '\0';
     }
     d->pos = p + 1;

@@ -53,6 +53,14 @@ int copper_open_real(const char *real, int flags, mode_t mode)
         if (flags & O_DIRECTORY)
             return -ENOTDIR;
         fd = REAL(open)(local, flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW), mode);
+        if (fd < 0 && errno == ENOENT) {
+            /* The remembered mirror copy is gone (cache removed): ask the agent again. */
+            s = copper_ask_open(real, &kind, local, &st);
+            if (s > 0)
+                return -s;
+            if (s == 0 && kind == COPPER_OPEN_FILE)
+                fd = REAL(open)(local, flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW), mode);
+        }
     } else if (s == 0 && kind == COPPER_OPEN_DIR) {
         fd = REAL(open)(local, flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW), mode);
         if (fd >= 0)

@@ -54,6 +54,15 @@ int copper_get_stat(uint8_t op, const char *real, copper_stat *st)
     size_t len = 0;
     if (copper_cache_get(op, 0, real, &status, st, sizeof *st, &len))
         return status;
+    if (copper_prefetch_parent(real, 0)) {
+        if (copper_cache_get(op, 0, real, &status, st, sizeof *st, &len))
+            return status;
+        if (!copper_cache_get(COPPER_CK_NAME, 0, real, &status, NULL, 0, NULL)) {
+            /* Not in its directory's complete listing: it does not exist. */
+            copper_cache_put(op, 0, real, ENOENT, NULL, 0);
+            return ENOENT;
+        }
+    }
     char *data;
     status = copper_request(op, NULL, 0, real, &data, &len);
     if (status == 0 && (data == NULL || len < sizeof *st))
@@ -99,6 +108,27 @@ int copper_get_access(const char *real, int mode)
 }
 
 int copper_get_open(const char *real, uint32_t *kind, char *local, copper_stat *st)
+{
+    int cached;
+    size_t clen = 0;
+    const char *mirror = copper_mirror_root();
+    /* A listing told us this file is in the mirror: open it there without asking. */
+    if (mirror[0] != '\0' && !copper_cache_get(COPPER_OP_OPEN, 0, real, &cached, NULL, 0, NULL))
+        copper_prefetch_parent(real, 1);
+    if (mirror[0] != '\0' && copper_cache_get(COPPER_OP_OPEN, 0, real, &cached, st, sizeof *st, &clen) &&
+        cached == 0 && clen == sizeof *st) {
+        size_t ml = strlen(mirror), rl = strlen(real);
+        if (ml + rl < COPPER_MAX_PATH) {
+            memcpy(local, mirror, ml);
+            memcpy(local + ml, real, rl + 1);
+            *kind = COPPER_OPEN_FILE;
+            return 0;
+        }
+    }
+    return copper_ask_open(real, kind, local, st);
+}
+
+int copper_ask_open(const char *real, uint32_t *kind, char *local, copper_stat *st)
 {
     char *data;
     size_t n;

@@ -79,6 +79,22 @@ int copper_get_readlink(const char *real, char *buf, size_t cap, size_t *len);
 int copper_get_access(const char *real, int mode);
 /* OPEN request. Returns 0 (kind + local path + st filled), errno, or <0 fallback. */
 int copper_get_open(const char *real, uint32_t *kind, char *local, copper_stat *st);
+/* Process-cache keys that are not protocol ops (see intercept_dir.c). */
+#define COPPER_CK_LISTED 0x40u   /* the directory's complete listing was absorbed */
+#define COPPER_CK_NAME 0x41u     /* the path is an entry of an absorbed listing */
+#define COPPER_CK_PREFETCH 0x42u /* a cached-only listing of the directory was asked for */
+
+/* Absorbs a LISTDIRPLUS payload of real into the process cache. */
+void copper_absorb_listing(const char *real, const char *data, size_t len);
+/*
+ * On a miss for real: once per directory, ask the agent for the parent's listing if it
+ * already has it (no file-system operation; for an open in a __pycache__ directory, even
+ * if it must fetch it), and absorb it. Returns 1 if real's parent has an absorbed listing
+ * (then a name not in it does not exist).
+ */
+int copper_prefetch_parent(const char *real, int for_open);
+/* The same, always asking the agent (when a remembered mirror copy cannot be opened). */
+int copper_ask_open(const char *real, uint32_t *kind, char *local, copper_stat *st);
 
 void copper_fill_stat(const copper_stat *cs, struct stat *st);
 

@@ -30,6 +30,8 @@ public class ProtocolLayoutTests
         { "copper_stat", Marshal.SizeOf<CopperStat>() },
         { "copper_access_req", Marshal.SizeOf<AccessRequest>() },
         { "copper_dirent", Marshal.SizeOf<CopperDirent>() },
+        { "copper_dirent_plus", Marshal.SizeOf<CopperDirentPlus>() },
+        { "copper_listdir_req", Marshal.SizeOf<ListDirRequest>() },
         { "copper_open_reply", Marshal.SizeOf<OpenReply>() },
     };
 
@@ -71,6 +73,11 @@ public class ProtocolLayoutTests
         { "copper_dirent", "ino", "Ino" },
         { "copper_dirent", "type", "Type" },
         { "copper_dirent", "name_length", "NameLength" },
+        { "copper_listdir_req", "flags", "Flags" },
+        { "copper_dirent_plus", "de", "De" },
+        { "copper_dirent_plus", "lstat_status", "LstatStatus" },
+        { "copper_dirent_plus", "open_kind", "OpenKind" },
+        { "copper_dirent_plus", "st", "St" },
         { "copper_open_reply", "kind", "Kind" },
         { "copper_open_reply", "st", "St" },
     };
@@ -84,6 +91,8 @@ public class ProtocolLayoutTests
         ["copper_stat"] = typeof(CopperStat),
         ["copper_access_req"] = typeof(AccessRequest),
         ["copper_dirent"] = typeof(CopperDirent),
+        ["copper_dirent_plus"] = typeof(CopperDirentPlus),
+        ["copper_listdir_req"] = typeof(ListDirRequest),
         ["copper_open_reply"] = typeof(OpenReply),
     };
 
@@ -108,6 +117,7 @@ public class ProtocolLayoutTests
         Assert.Equal((long)Protocol.StatusTooLong, C("const.COPPER_S_TOO_LONG"));
         Assert.Equal((long)OpenKind.File, C("const.COPPER_OPEN_FILE"));
         Assert.Equal((long)OpenKind.Dir, C("const.COPPER_OPEN_DIR"));
+        Assert.Equal((long)ListDirRequest.CachedOnly, C("const.COPPER_LISTDIR_CACHED_ONLY"));
         foreach (Op op in Enum.GetValues<Op>())
         {
             Assert.Equal(C("const.COPPER_OP_" + op.ToString().ToUpperInvariant()), (long)op);
