@@ -21,6 +21,12 @@ internal sealed class AgentOptions
     public int Fanout { get; private set; }
     public double ParentTimeoutSeconds { get; private set; } = 60;
     public string? PfsTraceDir { get; private set; }
+    public string? Mount { get; private set; }
+    public double FuseTimeoutSeconds { get; private set; } = 3600;
+
+    /// <summary>This node's mount point: --mount, with ".n&lt;node&gt;" for simulated node k &gt; 0.</summary>
+    public string? EffectiveMount => Mount == null ? null
+        : Node > 0 && NodeFromRank ? Mount + ".n" + Node.ToString(CultureInfo.InvariantCulture) : Mount;
 
     public string NodeDir => Path.Combine(RuntimeDir, Protocol.Fnv1a64(Prefix).ToString("x16") + (Node > 0 ? ".n" + Node.ToString(CultureInfo.InvariantCulture) : ""));
 
@@ -97,7 +103,13 @@ internal sealed class AgentOptions
                 case "--pfs-trace-dir":
                     o.PfsTraceDir = v;
                     break;
-                case "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node" or "--fanout" or "--parent-timeout":
+                case "--mount" when v.StartsWith('/'):
+                    o.Mount = v.TrimEnd('/');
+                    break;
+                case "--fuse-timeout" when double.TryParse(v, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double ft) && ft >= 0:
+                    o.FuseTimeoutSeconds = ft;
+                    break;
+                case "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node" or "--fanout" or "--parent-timeout" or "--mount" or "--fuse-timeout":
                     error = $"bad value for {a}: '{v}'";
                     return null;
                 default:

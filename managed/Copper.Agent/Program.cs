@@ -11,6 +11,7 @@ if (options == null)
     Console.Error.WriteLine($"copper-agent: {error}");
     Console.Error.WriteLine("usage: copper-agent --prefix P [--runtime-dir R] [--cache-dir D] [--log-level 1-6] [--log-type file|file_and_stdout] [--log-dir D] [--max-cacheable-bytes N] [--node K] [--print-socket]");
     Console.Error.WriteLine("       MPI tree: --mpi [--node rank] [--trees T] [--fanout K] [--parent-timeout SECONDS] [--pfs-trace-dir D]");
+    Console.Error.WriteLine("       FUSE: --mount DIR [--fuse-timeout SECONDS]");
     return 2;
 }
 if (options.PrintSocket)
@@ -120,6 +121,22 @@ namespace Copper.Agent
                 Cleanup(o, pidFile, readyFile, cacheNote);
                 return 1;
             }
+            FuseMount? fuse = null;
+            if (o.EffectiveMount is { } mountPoint)
+            {
+                try
+                {
+                    fuse = FuseMount.Start(cache, log, mountPoint, o.FuseTimeoutSeconds);
+                    counters.Describe += fuse.DescribeTo;
+                    Console.Out.WriteLine($"copper-agent: node {rank} mounted {mountPoint}");
+                }
+                catch (Exception ex) when (ex is InvalidOperationException or DllNotFoundException or EntryPointNotFoundException or IOException or UnauthorizedAccessException)
+                {
+                    // The shim still works; the mount is the fallback door, not a reason to fail.
+                    Console.Error.WriteLine($"copper-agent: node {rank}: no FUSE mount at {mountPoint}: {ex.Message}");
+                    LogMountFailed(log, mountPoint, ex.Message);
+                }
+            }
             using (server)
             {
                 Task serving = server.RunAsync(stop.Token);
@@ -136,6 +153,7 @@ namespace Copper.Agent
                 await serving;
             }
             LogStopping(log);
+            fuse?.Dispose();
             try
             {
                 Directory.CreateDirectory(o.LogDir);
@@ -243,6 +261,9 @@ namespace Copper.Agent
 
         [LoggerMessage(Level = LogLevel.Information, Message = "rank {Rank} of {Size}: {Shape}")]
         private static partial void LogTree(ILogger logger, int rank, int size, string shape);
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "no FUSE mount at {MountPoint}: {Reason}")]
+        private static partial void LogMountFailed(ILogger logger, string mountPoint, string reason);
 
         [LoggerMessage(Level = LogLevel.Information, Message = "stopping")]
         private static partial void LogStopping(ILogger logger);

@@ -1,0 +1,589 @@
+// The agent's second door: the prefix mounted read-only with libfuse3's low-level API,
+// served from the same NodeCache (so the same tree) as the shim. The job's view of the
+// file system is a snapshot, so the kernel may cache everything: entries, attributes and
+// negative lookups live for the whole timeout, files keep their page cache (keep_cache),
+// and directory listings are cached too (cache_readdir). Every write-side operation
+// answers EROFS. Each callback replies exactly once and never lets an exception escape.
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
+using Copper.Interop;
+using Microsoft.Extensions.Logging;
+using Microsoft.Win32.SafeHandles;
+using static Copper.Agent.Interop.Fuse;
+
+namespace Copper.Agent;
+
+internal sealed unsafe partial class FuseMount : IDisposable
+{
+    private const int EIO = 5, ENOENT = 2, EROFS = 30, EISDIR = 21, ENOTDIR = 20, EBADF = 9, W_OK = 2;
+    private const byte DtDir = 4;
+
+    private static FuseMount? s_mount;
+
+    private readonly NodeCache _cache;
+    private readonly ILogger _log;
+    private readonly double _timeout;
+    private readonly ConcurrentDictionary<string, ulong> _inoOf = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<ulong, string> _pathOf = new();
+    private readonly ConcurrentDictionary<ulong, object> _handles = new();
+    private readonly long[] _requests = new long[Enum.GetValues<FuseOp>().Length];
+    private long _nextIno = 1;
+    private long _nextFh;
+    private nint _session;
+    private Thread? _loop;
+    private Ops* _ops;
+
+    private FuseMount(NodeCache cache, ILogger log, string mountPoint, double timeout)
+    {
+        _cache = cache;
+        _log = log;
+        MountPoint = mountPoint;
+        _timeout = timeout;
+        _inoOf["/"] = 1;
+        _pathOf[1] = "/";
+    }
+
+    internal enum FuseOp
+    {
+        Lookup, Getattr, Readlink, Open, Read, Release, Opendir, Readdir, Readdirplus, Releasedir,
+        Statfs, Access, Forget, Refused,
+    }
+
+    public string MountPoint { get; }
+
+    /// <summary>FUSE requests served, by operation (for `copper stats`).</summary>
+    public void DescribeTo(System.Text.Json.Utf8JsonWriter w)
+    {
+        w.WriteString("fuse_mount", MountPoint);
+        w.WriteStartObject("fuse_requests");
+        long total = 0;
+        foreach (FuseOp op in Enum.GetValues<FuseOp>())
+        {
+            long n = Interlocked.Read(ref _requests[(int)op]);
+            total += n;
+            w.WriteNumber(op.ToString().ToLowerInvariant(), n);
+        }
+        w.WriteNumber("total", total);
+        w.WriteEndObject();
+    }
+
+    /// <summary>Mounts <paramref name="mountPoint"/> and serves it on libfuse's threads.</summary>
+    public static FuseMount Start(NodeCache cache, ILogger log, string mountPoint, double timeout)
+    {
+        if (s_mount != null)
+        {
+            throw new InvalidOperationException("one FUSE mount per agent");
+        }
+        Load();
+        Directory.CreateDirectory(mountPoint);
+        var m = new FuseMount(cache, log, mountPoint, timeout);
+        m._ops = (Ops*)NativeMemory.AllocZeroed((nuint)sizeof(Ops));
+        m._ops->Lookup = (nint)(delegate* unmanaged<nint, ulong, byte*, void>)&OnLookup;
+        m._ops->Forget = (nint)(delegate* unmanaged<nint, ulong, ulong, void>)&OnForget;
+        m._ops->ForgetMulti = (nint)(delegate* unmanaged<nint, nuint, void*, void>)&OnForgetMulti;
+        m._ops->Getattr = (nint)(delegate* unmanaged<nint, ulong, FuseFileInfo*, void>)&OnGetattr;
+        m._ops->Readlink = (nint)(delegate* unmanaged<nint, ulong, void>)&OnReadlink;
+        m._ops->Open = (nint)(delegate* unmanaged<nint, ulong, FuseFileInfo*, void>)&OnOpen;
+        m._ops->Read = (nint)(delegate* unmanaged<nint, ulong, nuint, long, FuseFileInfo*, void>)&OnRead;
+        m._ops->Release = (nint)(delegate* unmanaged<nint, ulong, FuseFileInfo*, void>)&OnRelease;
+        m._ops->Opendir = (nint)(delegate* unmanaged<nint, ulong, FuseFileInfo*, void>)&OnOpendir;
+        m._ops->Readdir = (nint)(delegate* unmanaged<nint, ulong, nuint, long, FuseFileInfo*, void>)&OnReaddir;
+        m._ops->Readdirplus = (nint)(delegate* unmanaged<nint, ulong, nuint, long, FuseFileInfo*, void>)&OnReaddirplus;
+        m._ops->Releasedir = (nint)(delegate* unmanaged<nint, ulong, FuseFileInfo*, void>)&OnReleasedir;
+        m._ops->Statfs = (nint)(delegate* unmanaged<nint, ulong, void>)&OnStatfs;
+        m._ops->Access = (nint)(delegate* unmanaged<nint, ulong, int, void>)&OnAccess;
+        // Write side: the first argument is the request, the rest is ignored (System V ABI).
+        nint refuse = (nint)(delegate* unmanaged<nint, void>)&OnRefused;
+        m._ops->Setattr = m._ops->Mknod = m._ops->Mkdir = m._ops->Unlink = m._ops->Rmdir = refuse;
+        m._ops->Symlink = m._ops->Rename = m._ops->Link = m._ops->Write = m._ops->Create = refuse;
+        m._ops->Setxattr = m._ops->Removexattr = m._ops->Fallocate = m._ops->CopyFileRange = m._ops->WriteBuf = refuse;
+
+        string[] argv = ["copper-agent", "-o", "ro,default_permissions,fsname=copper,subtype=copper"];
+        byte** av = (byte**)NativeMemory.AllocZeroed((nuint)(sizeof(nint) * (argv.Length + 1)));
+        for (int i = 0; i < argv.Length; i++)
+        {
+            av[i] = Utf8(argv[i]);
+        }
+        var args = new Args { Argc = argv.Length, Argv = av, Allocated = 0 };
+        s_mount = m;
+        m._session = SessionNew(&args, m._ops, (nuint)sizeof(Ops), null);
+        if (m._session == 0)
+        {
+            s_mount = null;
+            throw new InvalidOperationException("fuse_session_new failed");
+        }
+        byte* mp = Utf8(mountPoint);
+        int rc = SessionMount(m._session, mp);
+        NativeMemory.Free(mp);
+        if (rc != 0)
+        {
+            SessionDestroy(m._session);
+            s_mount = null;
+            throw new InvalidOperationException($"cannot mount {mountPoint} (is /dev/fuse usable, the directory empty and not mounted?)");
+        }
+        m._loop = new Thread(() =>
+        {
+            var cfg = new LoopConfig { CloneFd = 0, MaxIdleThreads = 10 };
+            SessionLoopMt(m._session, &cfg);
+        })
+        { IsBackground = true, Name = "copper-fuse" };
+        m._loop.Start();
+        return m;
+    }
+
+    public void Dispose()
+    {
+        if (_session == 0)
+        {
+            return;
+        }
+        SessionExit(_session);
+        SessionUnmount(_session);
+        _loop?.Join(TimeSpan.FromSeconds(5));
+        SessionDestroy(_session);
+        _session = 0;
+        s_mount = null;
+    }
+
+    private static byte* Utf8(string s)
+    {
+        int n = Encoding.UTF8.GetByteCount(s);
+        byte* p = (byte*)NativeMemory.Alloc((nuint)n + 1);
+        Encoding.UTF8.GetBytes(s, new Span<byte>(p, n));
+        p[n] = 0;
+        return p;
+    }
+
+    private void Count(FuseOp op) => Interlocked.Increment(ref _requests[(int)op]);
+
+    private ulong InoOf(string path) =>
+        _inoOf.GetOrAdd(path, p =>
+        {
+            ulong ino = (ulong)Interlocked.Increment(ref _nextIno);
+            _pathOf[ino] = p;
+            return ino;
+        });
+
+    private static string Join(string dir, ReadOnlySpan<byte> name) =>
+        (dir == "/" ? "/" : dir + "/") + Encoding.UTF8.GetString(name);
+
+    private static ReadOnlySpan<byte> CString(byte* p) => MemoryMarshal.CreateReadOnlySpanFromNullTerminated(p);
+
+    private static Interop.Libc.StatBuf ToStat(in CopperStat s, ulong ino) => new()
+    {
+        Dev = s.Dev,
+        Ino = ino,
+        Nlink = s.Nlink,
+        Mode = s.Mode,
+        Uid = s.Uid,
+        Gid = s.Gid,
+        Rdev = s.Rdev,
+        Size = s.Size,
+        Blksize = s.Blksize,
+        Blocks = s.Blocks,
+        AtimeSec = s.AtimeSec,
+        AtimeNsec = s.AtimeNsec,
+        MtimeSec = s.MtimeSec,
+        MtimeNsec = s.MtimeNsec,
+        CtimeSec = s.CtimeSec,
+        CtimeNsec = s.CtimeNsec,
+    };
+
+    /// <summary>lstat through the cache; Copper's own failures are answered by the real file system.</summary>
+    private StatAnswer Lstat(string path)
+    {
+        StatAnswer a = _cache.StatAsync(path, follow: false, CancellationToken.None).GetAwaiter().GetResult();
+        if (a.Status >= 0)
+        {
+            return a;
+        }
+        return Interop.Libc.Lstat(path, out Interop.Libc.StatBuf b) == 0 ? new StatAnswer(0, Interop.Libc.ToCopper(b)) : new StatAnswer(Interop.Libc.Errno, default);
+    }
+
+    /// <summary>Runs a callback body: any exception becomes EIO, so the request still gets its one reply.</summary>
+    private static void Guard(nint req, FuseOp op, Action<FuseMount> body)
+    {
+        FuseMount? m = s_mount;
+        if (m == null)
+        {
+            ReplyErr(req, EIO);
+            return;
+        }
+        m.Count(op);
+        try
+        {
+            body(m);
+        }
+        catch (Exception ex)
+        {
+            LogCallbackFailed(m._log, op.ToString(), ex.Message);
+            ReplyErr(req, EIO);
+        }
+    }
+
+    [UnmanagedCallersOnly]
+    private static void OnLookup(nint req, ulong parent, byte* name)
+    {
+        string n = Encoding.UTF8.GetString(CString(name));
+        Guard(req, FuseOp.Lookup, m =>
+        {
+            if (!m._pathOf.TryGetValue(parent, out string? dir))
+            {
+                ReplyErr(req, ENOENT);
+                return;
+            }
+            string path = PathPolicyJoin(dir, n);
+            StatAnswer a = m.Lstat(path);
+            var e = new EntryParam { EntryTimeout = m._timeout, AttrTimeout = m._timeout };
+            if (a.Status == ENOENT)
+            {
+                // A negative entry: the kernel remembers the name is absent for the timeout.
+                ReplyEntry(req, &e);
+                return;
+            }
+            if (a.Status != 0)
+            {
+                ReplyErr(req, a.Status);
+                return;
+            }
+            e.Ino = m.InoOf(path);
+            e.Attr = ToStat(a.St, e.Ino);
+            ReplyEntry(req, &e);
+        });
+    }
+
+    private static string PathPolicyJoin(string dir, string name) =>
+        name switch
+        {
+            "." => dir,
+            ".." => dir == "/" ? "/" : (dir.LastIndexOf('/') is var i && i > 0 ? dir[..i] : "/"),
+            _ => (dir == "/" ? "/" : dir + "/") + name,
+        };
+
+    [UnmanagedCallersOnly]
+    private static void OnForget(nint req, ulong ino, ulong nlookup)
+    {
+        s_mount?.Count(FuseOp.Forget);
+        ReplyNone(req); // inode numbers stay valid for the agent's life (a snapshot)
+    }
+
+    [UnmanagedCallersOnly]
+    private static void OnForgetMulti(nint req, nuint count, void* forgets)
+    {
+        s_mount?.Count(FuseOp.Forget);
+        ReplyNone(req);
+    }
+
+    [UnmanagedCallersOnly]
+    private static void OnGetattr(nint req, ulong ino, FuseFileInfo* fi)
+    {
+        Guard(req, FuseOp.Getattr, m =>
+        {
+            if (!m._pathOf.TryGetValue(ino, out string? path))
+            {
+                ReplyErr(req, ENOENT);
+                return;
+            }
+            StatAnswer a = m.Lstat(path);
+            if (a.Status != 0)
+            {
+                ReplyErr(req, a.Status > 0 ? a.Status : EIO);
+                return;
+            }
+            Interop.Libc.StatBuf st = ToStat(a.St, ino);
+            ReplyAttr(req, &st, m._timeout);
+        });
+    }
+
+    [UnmanagedCallersOnly]
+    private static void OnReadlink(nint req, ulong ino)
+    {
+        Guard(req, FuseOp.Readlink, m =>
+        {
+            if (!m._pathOf.TryGetValue(ino, out string? path))
+            {
+                ReplyErr(req, ENOENT);
+                return;
+            }
+            LinkAnswer a = m._cache.ReadLinkAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+            if (a.Status != 0)
+            {
+                ReplyErr(req, a.Status > 0 ? a.Status : EIO);
+                return;
+            }
+            byte[] target = new byte[a.Target.Length + 1];
+            a.Target.CopyTo(target, 0);
+            fixed (byte* t = target)
+            {
+                ReplyReadlink(req, t);
+            }
+        });
+    }
+
+    [UnmanagedCallersOnly]
+    private static void OnOpen(nint req, ulong ino, FuseFileInfo* fi)
+    {
+        Guard(req, FuseOp.Open, m =>
+        {
+            if ((fi->Flags & 3) != 0 || (fi->Flags & 0x200 /* O_TRUNC */) != 0)
+            {
+                ReplyErr(req, EROFS);
+                return;
+            }
+            if (!m._pathOf.TryGetValue(ino, out string? path))
+            {
+                ReplyErr(req, ENOENT);
+                return;
+            }
+            OpenAnswer a = m._cache.OpenAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+            string file;
+            if (a.Status == 0 && a.Kind == OpenKind.File)
+            {
+                file = Encoding.UTF8.GetString(a.LocalPath);
+            }
+            else if (a.Status == 0 && a.Kind == OpenKind.Dir)
+            {
+                ReplyErr(req, EISDIR);
+                return;
+            }
+            else if (a.Status > 0)
+            {
+                ReplyErr(req, a.Status);
+                return;
+            }
+            else
+            {
+                file = path; // larger than -M, or Copper cannot: the real file, as the shim does
+            }
+            SafeFileHandle h;
+            try
+            {
+                h = File.OpenHandle(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            }
+            catch (FileNotFoundException)
+            {
+                ReplyErr(req, ENOENT);
+                return;
+            }
+            catch (UnauthorizedAccessException)
+            {
+                ReplyErr(req, 13 /* EACCES */);
+                return;
+            }
+            ulong fh = (ulong)Interlocked.Increment(ref m._nextFh);
+            m._handles[fh] = h;
+            fi->Fh = fh;
+            fi->Bits |= KeepCache;
+            if (ReplyOpen(req, fi) != 0)
+            {
+                // The opener was interrupted: no release will come for this handle.
+                m._handles.TryRemove(fh, out _);
+                h.Dispose();
+            }
+        });
+    }
+
+    [UnmanagedCallersOnly]
+    private static void OnRead(nint req, ulong ino, nuint size, long off, FuseFileInfo* fi)
+    {
+        ulong fh = fi->Fh;
+        Guard(req, FuseOp.Read, m =>
+        {
+            if (!m._handles.TryGetValue(fh, out object? o) || o is not SafeFileHandle h)
+            {
+                ReplyErr(req, EBADF);
+                return;
+            }
+            int want = (int)Math.Min(size, 4u << 20);
+            byte[] buf = System.Buffers.ArrayPool<byte>.Shared.Rent(Math.Max(want, 1));
+            try
+            {
+                int n = RandomAccess.Read(h, buf.AsSpan(0, want), off);
+                fixed (byte* p = buf)
+                {
+                    ReplyBuf(req, p, (nuint)n);
+                }
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(buf);
+            }
+        });
+    }
+
+    [UnmanagedCallersOnly]
+    private static void OnRelease(nint req, ulong ino, FuseFileInfo* fi)
+    {
+        ulong fh = fi->Fh;
+        Guard(req, FuseOp.Release, m =>
+        {
+            if (m._handles.TryRemove(fh, out object? o) && o is IDisposable d)
+            {
+                d.Dispose();
+            }
+            ReplyErr(req, 0);
+        });
+    }
+
+    /// <summary>An open directory: its entries ("." and ".." first) with their inode numbers.</summary>
+    private sealed record DirHandle(string Path, (byte[] Name, ulong Ino, byte Type, string? Child)[] Entries);
+
+    [UnmanagedCallersOnly]
+    private static void OnOpendir(nint req, ulong ino, FuseFileInfo* fi)
+    {
+        Guard(req, FuseOp.Opendir, m =>
+        {
+            if (!m._pathOf.TryGetValue(ino, out string? path))
+            {
+                ReplyErr(req, ENOENT);
+                return;
+            }
+            DirAnswer a = m._cache.ListDirAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+            if (a.Status != 0)
+            {
+                ReplyErr(req, a.Status > 0 ? a.Status : EIO);
+                return;
+            }
+            string parent = PathPolicyJoin(path, "..");
+            var entries = new (byte[], ulong, byte, string?)[a.Entries.Count + 2];
+            entries[0] = ("."u8.ToArray(), ino, DtDir, null);
+            entries[1] = (".."u8.ToArray(), m.InoOf(parent), DtDir, null);
+            for (int i = 0; i < a.Entries.Count; i++)
+            {
+                DirEntry e = a.Entries[i];
+                string child = Join(path, e.Name);
+                entries[i + 2] = (e.Name, m.InoOf(child), e.Type, child);
+            }
+            ulong fh = (ulong)Interlocked.Increment(ref m._nextFh);
+            m._handles[fh] = new DirHandle(path, entries);
+            fi->Fh = fh;
+            fi->Bits |= KeepCache | CacheReaddir;
+            if (ReplyOpen(req, fi) != 0)
+            {
+                m._handles.TryRemove(fh, out _);
+            }
+        });
+    }
+
+    [UnmanagedCallersOnly]
+    private static void OnReaddir(nint req, ulong ino, nuint size, long off, FuseFileInfo* fi) => Readdir(req, size, off, fi->Fh, plus: false);
+
+    [UnmanagedCallersOnly]
+    private static void OnReaddirplus(nint req, ulong ino, nuint size, long off, FuseFileInfo* fi) => Readdir(req, size, off, fi->Fh, plus: true);
+
+    private static void Readdir(nint req, nuint size, long off, ulong fh, bool plus)
+    {
+        Guard(req, plus ? FuseOp.Readdirplus : FuseOp.Readdir, m =>
+        {
+            if (!m._handles.TryGetValue(fh, out object? o) || o is not DirHandle d)
+            {
+                ReplyErr(req, EBADF);
+                return;
+            }
+            byte* buf = (byte*)NativeMemory.Alloc(size == 0 ? 1 : size);
+            try
+            {
+                nuint used = 0;
+                for (long i = Math.Max(off, 0); i < d.Entries.Length; i++)
+                {
+                    (byte[] name, ulong eino, byte type, string? child) = d.Entries[i];
+                    byte[] z = new byte[name.Length + 1];
+                    name.CopyTo(z, 0);
+                    nuint need;
+                    fixed (byte* zn = z)
+                    {
+                        if (plus)
+                        {
+                            // Attributes only for entries this node already knows: the kernel
+                            // treats ino 0 as "no attributes", and nothing is fetched for them.
+                            var e = new EntryParam { EntryTimeout = m._timeout, AttrTimeout = m._timeout };
+                            if (child != null && m._cache.PeekLstat(child, type, out CopperStat st) == 0)
+                            {
+                                e.Ino = eino;
+                                e.Attr = ToStat(st, eino);
+                            }
+                            else
+                            {
+                                e.Attr.Ino = eino;
+                                e.Attr.Mode = (uint)type << 12;
+                            }
+                            need = AddDirentryPlus(req, buf + used, size - used, zn, &e, i + 1);
+                        }
+                        else
+                        {
+                            var st = new Interop.Libc.StatBuf { Ino = eino, Mode = (uint)type << 12 };
+                            need = AddDirentry(req, buf + used, size - used, zn, &st, i + 1);
+                        }
+                    }
+                    if (need > size - used)
+                    {
+                        break;
+                    }
+                    used += need;
+                }
+                ReplyBuf(req, buf, used);
+            }
+            finally
+            {
+                NativeMemory.Free(buf);
+            }
+        });
+    }
+
+    [UnmanagedCallersOnly]
+    private static void OnReleasedir(nint req, ulong ino, FuseFileInfo* fi)
+    {
+        ulong fh = fi->Fh;
+        Guard(req, FuseOp.Releasedir, m =>
+        {
+            m._handles.TryRemove(fh, out _);
+            ReplyErr(req, 0);
+        });
+    }
+
+    [UnmanagedCallersOnly]
+    private static void OnStatfs(nint req, ulong ino)
+    {
+        Guard(req, FuseOp.Statfs, m =>
+        {
+            if (Statvfs(m._cache.MirrorRoot, out StatVfs v) != 0)
+            {
+                v = new StatVfs { Bsize = 4096, Frsize = 4096, Namemax = 255 };
+            }
+            v.Flag |= ST_RDONLY;
+            ReplyStatfs(req, &v);
+        });
+    }
+
+    [UnmanagedCallersOnly]
+    private static void OnAccess(nint req, ulong ino, int mask)
+    {
+        Guard(req, FuseOp.Access, m =>
+        {
+            if ((mask & W_OK) != 0)
+            {
+                ReplyErr(req, EROFS);
+                return;
+            }
+            if (!m._pathOf.TryGetValue(ino, out string? path))
+            {
+                ReplyErr(req, ENOENT);
+                return;
+            }
+            int s = m._cache.AccessAsync(path, mask, CancellationToken.None).GetAwaiter().GetResult();
+            ReplyErr(req, s >= 0 ? s : (Interop.Libc.Access(path, mask) == 0 ? 0 : Interop.Libc.Errno));
+        });
+    }
+
+    [UnmanagedCallersOnly]
+    private static void OnRefused(nint req)
+    {
+        s_mount?.Count(FuseOp.Refused);
+        ReplyErr(req, EROFS);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "FUSE {Op} failed: {Reason}")]
+    private static partial void LogCallbackFailed(ILogger logger, string op, string reason);
+}
