@@ -58,9 +58,14 @@ usage: $PROG [options]
   -H hostfile       the job's nodes, one host per line  [\$PBS_NODEFILE, Slurm's list]
   -F fanout         children per tree node (2..1024)   [about the cube root of NODES]
   -P seconds        patience with a silent parent before reading the file system [60]
+  --no-fuse         do not mount the prefix with FUSE (shim only)
+  --fuse-only       mount, and print no LD_PRELOAD/LD_AUDIT exports (mount only)
   -h, --help        this help
+The prefix is mounted read-only with FUSE when /dev/fuse is usable (simulated node k > 0
+mounts at PREFIX.n<k>); the shim still serves preloaded processes first.
 Prints export lines for eval: COPPER_PREFIX, COPPER_PRELOAD, COPPER_AUDIT
-(and COPPER_RUNTIME_DIR when set). Agent override: COPPER_AGENT=/path.
+(and COPPER_RUNTIME_DIR when set; COPPER_MOUNT when mounted). Agent override:
+COPPER_AGENT=/path.
 EOF
 }
 
@@ -156,6 +161,7 @@ nodes=    # empty: one agent, started without --node
 hostfile=
 fanout=
 patience=
+fuse=auto  # auto | no | only
 
 # Long options first (getopts knows only short ones).
 args=()
@@ -164,6 +170,8 @@ while (($#)); do
         --simulate-nodes) (($# >= 2)) || die_usage "option --simulate-nodes needs a value"
             args+=(-n "$2"); shift 2 ;;
         --simulate-nodes=*) args+=(-n "${1#*=}"); shift ;;
+        --no-fuse) fuse=no; shift ;;
+        --fuse-only) fuse=only; shift ;;
         --help) args+=(-h); shift ;;
         --) args+=("$@"); break ;;
         --*) die_usage "unknown option '$1'" ;;
@@ -281,6 +289,9 @@ else
 fi
 node_opts() { [[ $1 == - ]] || printf '%s\n' --node "$1"; }
 node_name() { if [[ $1 == - ]]; then printf '%s\n' "$host"; else printf 'node %s\n' "$1"; fi; }
+mount_point_of() { # node -> its mount point: the prefix, or PREFIX.n<k> for simulated node k > 0
+    if [[ $1 == - || $1 == 0 ]]; then printf '%s\n' "$prefix"; else printf '%s.n%s\n' "$prefix" "$1"; fi
+}
 node_tag() { if [[ $1 == - ]]; then printf '%s\n' "$host"; else printf '%s.n%s\n' "$host" "$1"; fi; }
 
 declare -A sock_dir=()
@@ -315,6 +326,32 @@ if [[ -n $physcpubind && $physcpubind != none ]]; then
     fi
 fi
 
+# FUSE: mount the prefix when /dev/fuse is usable (root mounts directly; others need
+# fusermount3). A mount left by an agent that was killed is removed first.
+mount_opt=()
+mount_escaped() { # /proc/mounts escapes space, tab, newline and backslash as octal
+    local p=${1//\\/\\134}
+    p=${p// /\\040}
+    p=${p//$'\t'/\\011}
+    printf '%s\n' "${p//$'\n'/\\012}"
+}
+is_mounted() { grep -qF " $(mount_escaped "$1") " /proc/mounts 2>/dev/null; }
+clear_stale_mount() {
+    local mp=$1
+    is_mounted "$mp" || return 0
+    note "removing a stale mount at $mp"
+    fusermount3 -u "$mp" 2>/dev/null || fusermount3 -uz "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true
+}
+if [[ $fuse != no ]]; then
+    if [[ -c /dev/fuse && -r /dev/fuse && -w /dev/fuse ]] && { ((EUID == 0)) || command -v fusermount3 >/dev/null; }; then
+        mount_opt=(--mount "$prefix")
+    elif [[ $fuse == only ]]; then
+        die "--fuse-only: /dev/fuse is not usable on $host"
+    else
+        note "FUSE is not usable on $host (/dev/fuse): serving through LD_PRELOAD only"
+    fi
+fi
+
 # Reset SIGINT/SIGQUIT to default: a background job of a non-interactive shell
 # inherits them ignored, and the agent must stop on SIGINT too.
 reset_sig=()
@@ -333,7 +370,9 @@ start_local_agent() {
     mapfile -t nopt < <(node_opts "$k")
     out=$(agent_out "$k")
     cmd=("$agent" --prefix "$prefix" --log-level "$log_level" --log-type "$log_type"
-        --log-dir "$log_dir" --max-cacheable-bytes "$max_bytes" --trees "$trees")
+        --log-dir "$log_dir" --max-cacheable-bytes "$max_bytes" --trees "$trees"
+        ${mount_opt[@]+"${mount_opt[@]}"})
+    if ((${#mount_opt[@]})); then clear_stale_mount "$(mount_point_of "$k")"; fi
     cmd+=(${nopt[@]+"${nopt[@]}"})
     if [[ -n $cache_dir ]]; then
         if [[ -n $nodes ]] && ((nodes > 1)); then
@@ -505,7 +544,11 @@ start_mpi_job() {
             die "no mpiexec found (install MPICH, or set MPIEXEC)"
     fi
     cmd=("$agent" --mpi --prefix "$prefix" --log-level "$log_level" --log-type "$log_type"
-        --log-dir "$log_dir" --max-cacheable-bytes "$max_bytes" --trees "$trees")
+        --log-dir "$log_dir" --max-cacheable-bytes "$max_bytes" --trees "$trees"
+        ${mount_opt[@]+"${mount_opt[@]}"})
+    if ((${#mount_opt[@]})); then
+        for k in "${node_ids[@]}"; do clear_stale_mount "$(mount_point_of "$k")"; done
+    fi
     [[ $mode != simulate ]] || cmd+=(--node rank)
     [[ -z $fanout ]] || cmd+=(--fanout "$fanout")
     [[ -z $patience ]] || cmd+=(--parent-timeout "$patience")
@@ -611,8 +654,13 @@ exec 9>&-
 # ---------------------------------------------------------------- output (stdout only)
 
 printf 'export COPPER_PREFIX=%q\n' "$prefix"
-printf 'export COPPER_PRELOAD=%q\n' "$preload_lib"
-printf 'export COPPER_AUDIT=%q\n' "$audit_lib"
+if [[ $fuse != only ]]; then
+    printf 'export COPPER_PRELOAD=%q\n' "$preload_lib"
+    printf 'export COPPER_AUDIT=%q\n' "$audit_lib"
+fi
+if ((${#mount_opt[@]})); then
+    printf 'export COPPER_MOUNT=%q\n' "$prefix"
+fi
 if [[ -n ${COPPER_RUNTIME_DIR:-} ]]; then
     printf 'export COPPER_RUNTIME_DIR=%q\n' "$COPPER_RUNTIME_DIR"
 fi

@@ -130,19 +130,38 @@ mount_escaped() { # /proc/mounts escapes space, tab, newline and backslash as oc
     p=${p//$'\t'/\\011}
     printf '%s\n' "${p//$'\n'/\\012}"
 }
-mounted() { grep -qF " $(mount_escaped "$prefix") " /proc/mounts 2>/dev/null; }
+mounted() { grep -qF " $(mount_escaped "$1") " /proc/mounts 2>/dev/null; }
+
+# The prefix and the mount points of simulated nodes (PREFIX.n<k>) that are mounted now.
+mount_points() {
+    local esc dev mp rest
+    esc=$(mount_escaped "$prefix")
+    while read -r dev mp rest; do
+        if [[ $mp == "$esc" || ($mp == "$esc".n* && ${mp##*.n} =~ ^[0-9]+$) ]]; then
+            printf '%s\n' "$mp"
+        fi
+    done </proc/mounts 2>/dev/null | sort -u
+}
+
+unmount_one() {
+    local mp=$1 i
+    for ((i = 0; i < 4; i++)); do # stacked mounts: unmount each
+        mounted "$mp" || return 0
+        note "unmounting $mp"
+        fusermount3 -u "$mp" 2>/dev/null ||
+            fusermount3 -uz "$mp" 2>/dev/null || # busy: lazy, as the user
+            umount -l "$mp" 2>/dev/null ||
+            { note "error: cannot unmount $mp"; status=1; return 0; }
+    done
+    if mounted "$mp"; then note "error: $mp is still mounted"; status=1; fi
+}
 
 unmount_prefix() {
-    local i
-    for ((i = 0; i < 4; i++)); do # stacked mounts: unmount each
-        mounted || return 0
-        note "unmounting $prefix"
-        fusermount3 -u "$prefix" 2>/dev/null ||
-            fusermount3 -uz "$prefix" 2>/dev/null || # busy: lazy, as the user
-            umount -l "$prefix" 2>/dev/null ||
-            { note "error: cannot unmount $prefix"; status=1; return 0; }
+    local mp
+    for mp in $(mount_points); do
+        # /proc/mounts escapes; only plain paths are unescaped here (octal escapes are rare)
+        unmount_one "$(printf '%b' "${mp//\\/\\0}")"
     done
-    if mounted; then note "error: $prefix is still mounted"; status=1; fi
 }
 
 # --------------------------------------------------------------- agents

@@ -100,7 +100,10 @@ internal sealed unsafe partial class FuseMount : IDisposable
         m._ops->Symlink = m._ops->Rename = m._ops->Link = m._ops->Write = m._ops->Create = refuse;
         m._ops->Setxattr = m._ops->Removexattr = m._ops->Fallocate = m._ops->CopyFileRange = m._ops->WriteBuf = refuse;
 
-        string[] argv = ["copper-agent", "-o", "ro,default_permissions,fsname=copper,subtype=copper"];
+        // As root (a node daemon), other users may use the mount too: default_permissions makes
+        // the kernel check every access against the real modes, as on the real file system.
+        string opts = "ro,default_permissions,fsname=copper,subtype=copper" + (Interop.Libc.GetUid() == 0 ? ",allow_other" : "");
+        string[] argv = ["copper-agent", "-o", opts];
         byte** av = (byte**)NativeMemory.AllocZeroed((nuint)(sizeof(nint) * (argv.Length + 1)));
         for (int i = 0; i < argv.Length; i++)
         {

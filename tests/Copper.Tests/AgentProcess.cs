@@ -18,6 +18,12 @@ public sealed class AgentProcess : IDisposable
 
     /// <summary>Starts the agent; with <paramref name="uid"/> it runs as that user (setpriv).</summary>
     public AgentProcess(string tag, int? uid, params string[] extraArgs)
+        : this(tag, uid, false, extraArgs)
+    {
+    }
+
+    /// <summary>Starts the agent; with <paramref name="mount"/> it also mounts the prefix with FUSE.</summary>
+    public AgentProcess(string tag, int? uid, bool mount, params string[] extraArgs)
     {
         Root = Harness.TempDir(tag);
         Uid = uid;
@@ -32,7 +38,9 @@ public sealed class AgentProcess : IDisposable
                 psi.ArgumentList.Add(a);
             }
         }
-        foreach (string a in new[] { "--prefix", Prefix, "--runtime-dir", RuntimeDir, "--cache-dir", Path.Combine(Root, "cache"), "--log-dir", Path.Combine(Root, "logs"), "--log-level", "3" }.Concat(extraArgs))
+        Mounted = mount;
+        string[] mountArgs = mount ? ["--mount", Prefix] : [];
+        foreach (string a in new[] { "--prefix", Prefix, "--runtime-dir", RuntimeDir, "--cache-dir", Path.Combine(Root, "cache"), "--log-dir", Path.Combine(Root, "logs"), "--log-level", "3" }.Concat(mountArgs).Concat(extraArgs))
         {
             psi.ArgumentList.Add(a);
         }
@@ -51,6 +59,7 @@ public sealed class AgentProcess : IDisposable
 
     public string Root { get; }
     public int? Uid { get; }
+    public bool Mounted { get; }
     public string MirrorRoot => Path.Combine(Root, "cache", "mirror");
     public string Prefix { get; }
     public string RuntimeDir { get; }
@@ -151,6 +160,10 @@ public sealed class AgentProcess : IDisposable
             }
         }
         _process.WaitForExit();
+        if (Mounted && File.ReadAllText("/proc/mounts").Contains(" " + Prefix + " ", StringComparison.Ordinal))
+        {
+            Harness.Run("fusermount3", new[] { "-uz", Prefix });
+        }
         return _process.ExitCode;
     }
 
