@@ -34,6 +34,8 @@ internal sealed unsafe partial class FuseMount : IDisposable
     private nint _session;
     private Thread? _loop;
     private Ops* _ops;
+    private volatile bool _noOpen;
+    private volatile bool _noOpendir;
 
     private FuseMount(NodeCache cache, ILogger log, string mountPoint, double timeout)
     {
@@ -80,6 +82,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
         Directory.CreateDirectory(mountPoint);
         var m = new FuseMount(cache, log, mountPoint, timeout);
         m._ops = (Ops*)NativeMemory.AllocZeroed((nuint)sizeof(Ops));
+        m._ops->Init = (nint)(delegate* unmanaged<void*, ConnInfo*, void>)&OnInit;
         m._ops->Lookup = (nint)(delegate* unmanaged<nint, ulong, byte*, void>)&OnLookup;
         m._ops->Forget = (nint)(delegate* unmanaged<nint, ulong, ulong, void>)&OnForget;
         m._ops->ForgetMulti = (nint)(delegate* unmanaged<nint, nuint, void*, void>)&OnForgetMulti;
@@ -226,6 +229,28 @@ internal sealed unsafe partial class FuseMount : IDisposable
         }
     }
 
+    /// <summary>
+    /// The kernel offers to stop sending open/release (and opendir/releasedir): with the
+    /// job's snapshot there is nothing to do on them, so once the first open answers ENOSYS
+    /// every later open of any file is free, and the page cache and directory cache are kept.
+    /// Symlink targets are cached by the kernel too.
+    /// </summary>
+    [UnmanagedCallersOnly]
+    private static void OnInit(void* userdata, ConnInfo* conn)
+    {
+        FuseMount? m = s_mount;
+        if (m == null)
+        {
+            return;
+        }
+        m._noOpen = (conn->Capable & CapNoOpenSupport) != 0;
+        m._noOpendir = (conn->Capable & CapNoOpendirSupport) != 0;
+        if ((conn->Capable & CapCacheSymlinks) != 0)
+        {
+            conn->Want |= CapCacheSymlinks;
+        }
+    }
+
     [UnmanagedCallersOnly]
     private static void OnLookup(nint req, ulong parent, byte* name)
     {
@@ -341,6 +366,12 @@ internal sealed unsafe partial class FuseMount : IDisposable
                 return;
             }
             OpenAnswer a = m._cache.OpenAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+            if (m._noOpen && a.Status <= 0 && a.Kind != OpenKind.Dir)
+            {
+                // "No open needed": reads then come with fh 0 and are served by inode.
+                ReplyErr(req, 38 /* ENOSYS */);
+                return;
+            }
             string file;
             if (a.Status == 0 && a.Kind == OpenKind.File)
             {
@@ -394,11 +425,29 @@ internal sealed unsafe partial class FuseMount : IDisposable
         ulong fh = fi->Fh;
         Guard(req, FuseOp.Read, m =>
         {
-            if (!m._handles.TryGetValue(fh, out object? o) || o is not SafeFileHandle h)
+            SafeFileHandle? opened = null;
+            SafeFileHandle h;
+            if (fh == 0)
+            {
+                // No-open mode: the file by inode, opened for this read only.
+                int err = m.OpenByInode(ino, out opened);
+                if (err != 0)
+                {
+                    ReplyErr(req, err);
+                    return;
+                }
+                h = opened!;
+            }
+            else if (m._handles.TryGetValue(fh, out object? o) && o is SafeFileHandle held)
+            {
+                h = held;
+            }
+            else
             {
                 ReplyErr(req, EBADF);
                 return;
             }
+            using SafeFileHandle? owned = opened;
             int want = (int)Math.Min(size, 4u << 20);
             byte[] buf = System.Buffers.ArrayPool<byte>.Shared.Rent(Math.Max(want, 1));
             try
@@ -430,6 +479,67 @@ internal sealed unsafe partial class FuseMount : IDisposable
         });
     }
 
+    /// <summary>The node-local copy of inode <paramref name="ino"/> (or the real file when Copper does not cache it).</summary>
+    private int OpenByInode(ulong ino, out SafeFileHandle? h)
+    {
+        h = null;
+        if (!_pathOf.TryGetValue(ino, out string? path))
+        {
+            return ENOENT;
+        }
+        OpenAnswer a = _cache.OpenAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+        if (a.Status > 0)
+        {
+            return a.Status;
+        }
+        if (a.Status == 0 && a.Kind == OpenKind.Dir)
+        {
+            return EISDIR;
+        }
+        string file = a.Status == 0 ? Encoding.UTF8.GetString(a.LocalPath) : path;
+        try
+        {
+            h = File.OpenHandle(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            return 0;
+        }
+        catch (FileNotFoundException)
+        {
+            return ENOENT;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return 13;
+        }
+    }
+
+    /// <summary>The entries of the directory at <paramref name="ino"/>; null with an errno when it cannot be listed.</summary>
+    private DirHandle? ListByInode(ulong ino, out int err)
+    {
+        err = 0;
+        if (!_pathOf.TryGetValue(ino, out string? path))
+        {
+            err = ENOENT;
+            return null;
+        }
+        DirAnswer a = _cache.ListDirAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+        if (a.Status != 0)
+        {
+            err = a.Status > 0 ? a.Status : EIO;
+            return null;
+        }
+        string parent = PathPolicyJoin(path, "..");
+        var entries = new (byte[], ulong, byte, string?)[a.Entries.Count + 2];
+        entries[0] = ("."u8.ToArray(), ino, DtDir, null);
+        entries[1] = (".."u8.ToArray(), InoOf(parent), DtDir, null);
+        for (int i = 0; i < a.Entries.Count; i++)
+        {
+            DirEntry e = a.Entries[i];
+            string child = Join(path, e.Name);
+            entries[i + 2] = (e.Name, InoOf(child), e.Type, child);
+        }
+        return new DirHandle(path, entries);
+    }
+
     /// <summary>An open directory: its entries ("." and ".." first) with their inode numbers.</summary>
     private sealed record DirHandle(string Path, (byte[] Name, ulong Ino, byte Type, string? Child)[] Entries);
 
@@ -438,29 +548,19 @@ internal sealed unsafe partial class FuseMount : IDisposable
     {
         Guard(req, FuseOp.Opendir, m =>
         {
-            if (!m._pathOf.TryGetValue(ino, out string? path))
+            DirHandle? d = m.ListByInode(ino, out int err);
+            if (d == null)
             {
-                ReplyErr(req, ENOENT);
+                ReplyErr(req, err);
                 return;
             }
-            DirAnswer a = m._cache.ListDirAsync(path, CancellationToken.None).GetAwaiter().GetResult();
-            if (a.Status != 0)
+            if (m._noOpendir)
             {
-                ReplyErr(req, a.Status > 0 ? a.Status : EIO);
+                ReplyErr(req, 38 /* ENOSYS: no opendir needed; readdir comes with fh 0 */);
                 return;
-            }
-            string parent = PathPolicyJoin(path, "..");
-            var entries = new (byte[], ulong, byte, string?)[a.Entries.Count + 2];
-            entries[0] = ("."u8.ToArray(), ino, DtDir, null);
-            entries[1] = (".."u8.ToArray(), m.InoOf(parent), DtDir, null);
-            for (int i = 0; i < a.Entries.Count; i++)
-            {
-                DirEntry e = a.Entries[i];
-                string child = Join(path, e.Name);
-                entries[i + 2] = (e.Name, m.InoOf(child), e.Type, child);
             }
             ulong fh = (ulong)Interlocked.Increment(ref m._nextFh);
-            m._handles[fh] = new DirHandle(path, entries);
+            m._handles[fh] = d;
             fi->Fh = fh;
             fi->Bits |= KeepCache | CacheReaddir;
             if (ReplyOpen(req, fi) != 0)
@@ -471,16 +571,26 @@ internal sealed unsafe partial class FuseMount : IDisposable
     }
 
     [UnmanagedCallersOnly]
-    private static void OnReaddir(nint req, ulong ino, nuint size, long off, FuseFileInfo* fi) => Readdir(req, size, off, fi->Fh, plus: false);
+    private static void OnReaddir(nint req, ulong ino, nuint size, long off, FuseFileInfo* fi) => Readdir(req, ino, size, off, fi->Fh, plus: false);
 
     [UnmanagedCallersOnly]
-    private static void OnReaddirplus(nint req, ulong ino, nuint size, long off, FuseFileInfo* fi) => Readdir(req, size, off, fi->Fh, plus: true);
+    private static void OnReaddirplus(nint req, ulong ino, nuint size, long off, FuseFileInfo* fi) => Readdir(req, ino, size, off, fi->Fh, plus: true);
 
-    private static void Readdir(nint req, nuint size, long off, ulong fh, bool plus)
+    private static void Readdir(nint req, ulong ino, nuint size, long off, ulong fh, bool plus)
     {
         Guard(req, plus ? FuseOp.Readdirplus : FuseOp.Readdir, m =>
         {
-            if (!m._handles.TryGetValue(fh, out object? o) || o is not DirHandle d)
+            DirHandle? d;
+            if (fh == 0)
+            {
+                d = m.ListByInode(ino, out int err);
+                if (d == null)
+                {
+                    ReplyErr(req, err);
+                    return;
+                }
+            }
+            else if (!m._handles.TryGetValue(fh, out object? o) || (d = o as DirHandle) == null)
             {
                 ReplyErr(req, EBADF);
                 return;

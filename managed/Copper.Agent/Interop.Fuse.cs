@@ -44,6 +44,18 @@ internal static unsafe partial class Interop
             public uint PollEvents;
         }
 
+        /// <summary>struct fuse_conn_info (the fields before reserved[22]).</summary>
+        [StructLayout(LayoutKind.Sequential)]
+        public struct ConnInfo
+        {
+            public uint ProtoMajor, ProtoMinor, MaxWrite, MaxRead, MaxReadahead, Capable, Want, MaxBackground, CongestionThreshold, TimeGran;
+            public fixed uint Reserved[22];
+        }
+
+        public const uint CapNoOpenSupport = 1u << 17;
+        public const uint CapCacheSymlinks = 1u << 23;
+        public const uint CapNoOpendirSupport = 1u << 24;
+
         public const uint DirectIo = 1u << 1;
         public const uint KeepCache = 1u << 2;
         public const uint CacheReaddir = 1u << 6;

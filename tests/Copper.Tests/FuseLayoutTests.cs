@@ -31,6 +31,7 @@ public class FuseLayoutTests
     [InlineData("fuse_loop_config_v1", "LoopConfig")]
     [InlineData("fuse_lowlevel_ops", "Ops")]
     [InlineData("statvfs", "StatVfs")]
+    [InlineData("fuse_conn_info", "ConnInfo")]
     [InlineData("stat", "StatBuf")]
     public void SizesAgree(string c, string cs) => Assert.Equal(CValues.Value["sizeof." + c], Marshal.SizeOf(Mirror(cs)));
 
@@ -45,6 +46,9 @@ public class FuseLayoutTests
     [InlineData("fuse_file_info", "poll_events", "FuseFileInfo", "PollEvents")]
     [InlineData("fuse_loop_config_v1", "max_idle_threads", "LoopConfig", "MaxIdleThreads")]
     [InlineData("statvfs", "f_flag", "StatVfs", "Flag")]
+    [InlineData("fuse_conn_info", "capable", "ConnInfo", "Capable")]
+    [InlineData("fuse_conn_info", "want", "ConnInfo", "Want")]
+    [InlineData("fuse_conn_info", "time_gran", "ConnInfo", "TimeGran")]
     [InlineData("statvfs", "f_namemax", "StatVfs", "Namemax")]
     [InlineData("fuse_lowlevel_ops", "lookup", "Ops", "Lookup")]
     [InlineData("fuse_lowlevel_ops", "forget", "Ops", "Forget")]
@@ -82,6 +86,9 @@ public class FuseLayoutTests
     [Fact]
     public void BitFieldsAgree()
     {
+        Assert.Equal((long)Copper.Agent.Interop.Fuse.CapNoOpenSupport, CValues.Value["const.FUSE_CAP_NO_OPEN_SUPPORT"]);
+        Assert.Equal((long)Copper.Agent.Interop.Fuse.CapNoOpendirSupport, CValues.Value["const.FUSE_CAP_NO_OPENDIR_SUPPORT"]);
+        Assert.Equal((long)Copper.Agent.Interop.Fuse.CapCacheSymlinks, CValues.Value["const.FUSE_CAP_CACHE_SYMLINKS"]);
         Assert.Equal((long)Copper.Agent.Interop.Fuse.KeepCache, CValues.Value["bit.keep_cache"]);
         Assert.Equal((long)Copper.Agent.Interop.Fuse.CacheReaddir, CValues.Value["bit.cache_readdir"]);
         Assert.Equal((long)Copper.Agent.Interop.Fuse.DirectIo, CValues.Value["bit.direct_io"]);

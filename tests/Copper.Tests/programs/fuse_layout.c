@@ -20,6 +20,10 @@ int main(void)
     printf("sizeof.fuse_loop_config_v1 %zu\n", sizeof(struct fuse_loop_config));
     printf("offset.fuse_loop_config_v1.max_idle_threads %zu\n", offsetof(struct fuse_loop_config, max_idle_threads));
     SIZE(stat);
+    SIZE(fuse_conn_info); OFF(fuse_conn_info, capable); OFF(fuse_conn_info, want); OFF(fuse_conn_info, time_gran);
+    printf("const.FUSE_CAP_NO_OPEN_SUPPORT %u\n", (unsigned)FUSE_CAP_NO_OPEN_SUPPORT);
+    printf("const.FUSE_CAP_NO_OPENDIR_SUPPORT %u\n", (unsigned)FUSE_CAP_NO_OPENDIR_SUPPORT);
+    printf("const.FUSE_CAP_CACHE_SYMLINKS %u\n", (unsigned)FUSE_CAP_CACHE_SYMLINKS);
     SIZE(statvfs); OFF(statvfs, f_flag); OFF(statvfs, f_namemax);
     SIZE(fuse_lowlevel_ops);
     OFF(fuse_lowlevel_ops, init); OFF(fuse_lowlevel_ops, lookup); OFF(fuse_lowlevel_ops, forget);
