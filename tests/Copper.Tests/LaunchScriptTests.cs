@@ -43,6 +43,34 @@ test -d {root}/cache/mirror/usr/lib/python3/dist-packages/numpy
     }
 
     [Theory]
+    [InlineData("--no-fuse", false, true)]
+    [InlineData("--fuse-only", true, false)]
+    [InlineData("", true, true)]
+    public void FuseOptionsChooseTheDoors(string option, bool mounted, bool shim)
+    {
+        string root = Harness.TempDir("fuseopt");
+        string prefix = Path.Combine(root, "copper");
+        var env = new Dictionary<string, string?> { ["COPPER_RUNTIME_DIR"] = Path.Combine(root, "run") };
+        static bool IsMounted(string p) => File.ReadAllLines("/proc/mounts").Any(l => l.Split(' ')[1] == p);
+        try
+        {
+            ProcResult r = Harness.Run(Launch, new[] { "-v", prefix, "-d", root + "/logs", "-b", "none", option }.Where(a => a.Length > 0), env);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            Assert.Equal(mounted, r.Stdout.Contains("export COPPER_MOUNT=", StringComparison.Ordinal));
+            Assert.Equal(shim, r.Stdout.Contains("export COPPER_PRELOAD=", StringComparison.Ordinal));
+            Assert.Equal(mounted, IsMounted(prefix));
+            ProcResult stop = Harness.Run(Stop, new[] { "-v", prefix }, env);
+            Assert.True(stop.ExitCode == 0, stop.ToString());
+            Assert.False(IsMounted(prefix), "stop left the mount");
+        }
+        finally
+        {
+            Harness.Run(Stop, new[] { "-v", prefix }, env);
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Theory]
     [InlineData("-l", "9")]
     [InlineData("-t", "syslog")]
     [InlineData("-T", "0")]
