@@ -64,6 +64,7 @@ Task("Bench").IsDependentOn("Build").Does(() =>
     Run("bash", "tools/bench/foundation_bench.sh");
     Run("bash", "tools/bench/tree_bench.sh");
     Run("bash", "tools/bench/fuse_bench.sh");
+    Run("bash", "tools/bench/storm_bench.sh");
 });
 
 RunTarget(target);

@@ -22,7 +22,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
 
     private static FuseMount? s_mount;
 
-    private readonly NodeCache _cache;
+    private readonly IFuseBackend _fs;
     private readonly ILogger _log;
     private readonly double _timeout;
     private readonly ConcurrentDictionary<string, ulong> _inoOf = new(StringComparer.Ordinal);
@@ -37,12 +37,12 @@ internal sealed unsafe partial class FuseMount : IDisposable
     private volatile bool _noOpen;
     private volatile bool _noOpendir;
 
-    private FuseMount(NodeCache cache, ILogger log, string mountPoint, double timeout)
+    private FuseMount(IFuseBackend fs, ILogger log, string mountPoint, double timeout)
     {
-        _cache = cache;
+        _fs = fs;
         _log = log;
         MountPoint = mountPoint;
-        _timeout = timeout;
+        _timeout = fs.KernelCaching ? timeout : 0;
         _inoOf["/"] = 1;
         _pathOf[1] = "/";
     }
@@ -72,7 +72,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
     }
 
     /// <summary>Mounts <paramref name="mountPoint"/> and serves it on libfuse's threads.</summary>
-    public static FuseMount Start(NodeCache cache, ILogger log, string mountPoint, double timeout)
+    public static FuseMount Start(IFuseBackend fs, ILogger log, string mountPoint, double timeout)
     {
         if (s_mount != null)
         {
@@ -80,7 +80,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
         }
         Load();
         Directory.CreateDirectory(mountPoint);
-        var m = new FuseMount(cache, log, mountPoint, timeout);
+        var m = new FuseMount(fs, log, mountPoint, timeout);
         m._ops = (Ops*)NativeMemory.AllocZeroed((nuint)sizeof(Ops));
         m._ops->Init = (nint)(delegate* unmanaged<void*, ConnInfo*, void>)&OnInit;
         m._ops->Lookup = (nint)(delegate* unmanaged<nint, ulong, byte*, void>)&OnLookup;
@@ -197,16 +197,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
         CtimeNsec = s.CtimeNsec,
     };
 
-    /// <summary>lstat through the cache; Copper's own failures are answered by the real file system.</summary>
-    private StatAnswer Lstat(string path)
-    {
-        StatAnswer a = _cache.StatAsync(path, follow: false, CancellationToken.None).GetAwaiter().GetResult();
-        if (a.Status >= 0)
-        {
-            return a;
-        }
-        return Interop.Libc.Lstat(path, out Interop.Libc.StatBuf b) == 0 ? new StatAnswer(0, Interop.Libc.ToCopper(b)) : new StatAnswer(Interop.Libc.Errno, default);
-    }
+    private StatAnswer Lstat(string path) => _fs.Lstat(path);
 
     /// <summary>Runs a callback body: any exception becomes EIO, so the request still gets its one reply.</summary>
     private static void Guard(nint req, FuseOp op, Action<FuseMount> body)
@@ -240,6 +231,10 @@ internal sealed unsafe partial class FuseMount : IDisposable
     {
         FuseMount? m = s_mount;
         if (m == null)
+        {
+            return;
+        }
+        if (!m._fs.KernelCaching)
         {
             return;
         }
@@ -335,7 +330,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
                 ReplyErr(req, ENOENT);
                 return;
             }
-            LinkAnswer a = m._cache.ReadLinkAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+            LinkAnswer a = m._fs.ReadLink(path);
             if (a.Status != 0)
             {
                 ReplyErr(req, a.Status > 0 ? a.Status : EIO);
@@ -365,7 +360,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
                 ReplyErr(req, ENOENT);
                 return;
             }
-            OpenAnswer a = m._cache.OpenAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+            OpenAnswer a = m._fs.Open(path);
             if (m._noOpen && a.Status <= 0 && a.Kind != OpenKind.Dir)
             {
                 // "No open needed": reads then come with fh 0 and are served by inode.
@@ -409,7 +404,10 @@ internal sealed unsafe partial class FuseMount : IDisposable
             ulong fh = (ulong)Interlocked.Increment(ref m._nextFh);
             m._handles[fh] = h;
             fi->Fh = fh;
-            fi->Bits |= KeepCache;
+            if (m._fs.KernelCaching)
+            {
+                fi->Bits |= KeepCache;
+            }
             if (ReplyOpen(req, fi) != 0)
             {
                 // The opener was interrupted: no release will come for this handle.
@@ -453,6 +451,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
             try
             {
                 int n = RandomAccess.Read(h, buf.AsSpan(0, want), off);
+                m._fs.Read(n);
                 fixed (byte* p = buf)
                 {
                     ReplyBuf(req, p, (nuint)n);
@@ -487,7 +486,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
         {
             return ENOENT;
         }
-        OpenAnswer a = _cache.OpenAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+        OpenAnswer a = _fs.Open(path);
         if (a.Status > 0)
         {
             return a.Status;
@@ -521,7 +520,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
             err = ENOENT;
             return null;
         }
-        DirAnswer a = _cache.ListDirAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+        DirAnswer a = _fs.List(path);
         if (a.Status != 0)
         {
             err = a.Status > 0 ? a.Status : EIO;
@@ -562,7 +561,10 @@ internal sealed unsafe partial class FuseMount : IDisposable
             ulong fh = (ulong)Interlocked.Increment(ref m._nextFh);
             m._handles[fh] = d;
             fi->Fh = fh;
-            fi->Bits |= KeepCache | CacheReaddir;
+            if (m._fs.KernelCaching)
+            {
+                fi->Bits |= KeepCache | CacheReaddir;
+            }
             if (ReplyOpen(req, fi) != 0)
             {
                 m._handles.TryRemove(fh, out _);
@@ -612,7 +614,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
                             // Attributes only for entries this node already knows: the kernel
                             // treats ino 0 as "no attributes", and nothing is fetched for them.
                             var e = new EntryParam { EntryTimeout = m._timeout, AttrTimeout = m._timeout };
-                            if (child != null && m._cache.PeekLstat(child, type, out CopperStat st) == 0)
+                            if (child != null && m._fs.PeekLstat(child, type, out CopperStat st) == 0)
                             {
                                 e.Ino = eino;
                                 e.Attr = ToStat(st, eino);
@@ -661,7 +663,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
     {
         Guard(req, FuseOp.Statfs, m =>
         {
-            if (Statvfs(m._cache.MirrorRoot, out StatVfs v) != 0)
+            if (Statvfs(m._fs.StatfsPath, out StatVfs v) != 0)
             {
                 v = new StatVfs { Bsize = 4096, Frsize = 4096, Namemax = 255 };
             }
@@ -685,8 +687,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
                 ReplyErr(req, ENOENT);
                 return;
             }
-            int s = m._cache.AccessAsync(path, mask, CancellationToken.None).GetAwaiter().GetResult();
-            ReplyErr(req, s >= 0 ? s : (Interop.Libc.Access(path, mask) == 0 ? 0 : Interop.Libc.Errno));
+            ReplyErr(req, m._fs.Access(path, mask));
         });
     }
 

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Writes bench/REPORT.md and its SVG plots from a storm benchmark's JSON (and, when
+present, the foundation, tree and FUSE benchmark results next to it), with a small model
+projecting import times to Aurora's scale.
+
+    report.py STORM_JSON [--results DIR] [--out DIR]
+"""
+import glob
+import json
+import math
+import os
+import re
+import sys
+
+SCENARIOS = [("local", "local disk", "#888888"), ("direct", "direct on the PFS model", "#d62728"),
+             ("shim", "Copper, shim", "#1f77b4"), ("fuse", "Copper, FUSE mount", "#2ca02c")]
+
+
+def svg_lines(title, xlabel, ylabel, series, path, log_y=False):
+    """series: [(label, color, [(x, y)])] -> a small standalone SVG line chart."""
+    w, h, l, r, t, b = 640, 400, 70, 190, 40, 50
+    xs = sorted({x for _, _, pts in series for x, _ in pts})
+    ys = [y for _, _, pts in series for _, y in pts if y > 0 or not log_y]
+    if not xs or not ys:
+        return
+    ymin, ymax = (min(ys), max(ys)) if log_y else (0.0, max(ys))
+    if log_y:
+        ymin, ymax = 10 ** math.floor(math.log10(ymin)), 10 ** math.ceil(math.log10(ymax))
+    ymax = ymax if ymax > ymin else ymin + 1
+
+    def px(x):
+        i = xs.index(x)
+        return l + (w - l - r) * (i / max(1, len(xs) - 1))
+
+    def py(y):
+        if log_y:
+            y = max(y, ymin)
+            f = (math.log10(y) - math.log10(ymin)) / (math.log10(ymax) - math.log10(ymin))
+        else:
+            f = (y - ymin) / (ymax - ymin)
+        return h - b - (h - t - b) * f
+
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+         f'<rect width="{w}" height="{h}" fill="white"/>',
+         f'<text x="{w / 2 - 60}" y="22" font-size="14">{title}</text>',
+         f'<line x1="{l}" y1="{h - b}" x2="{w - r}" y2="{h - b}" stroke="black"/>',
+         f'<line x1="{l}" y1="{t}" x2="{l}" y2="{h - b}" stroke="black"/>',
+         f'<text x="{(l + w - r) / 2 - 20}" y="{h - 12}">{xlabel}</text>',
+         f'<text x="14" y="{t - 10}">{ylabel}</text>']
+    for x in xs:
+        o.append(f'<text x="{px(x) - 4}" y="{h - b + 16}">{x}</text>')
+    ticks = [ymin * 10 ** i for i in range(int(round(math.log10(ymax / ymin))) + 1)] if log_y else [ymin + (ymax - ymin) * i / 4 for i in range(5)]
+    for v in ticks:
+        o.append(f'<line x1="{l - 4}" y1="{py(v):.1f}" x2="{w - r}" y2="{py(v):.1f}" stroke="#eeeeee"/>')
+        o.append(f'<text x="4" y="{py(v) + 4:.1f}">{v:.3g}</text>')
+    for i, (label, color, pts) in enumerate(series):
+        pts = sorted(pts)
+        if pts:
+            o.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (
+                color, " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)))
+            for x, y in pts:
+                o.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"/>')
+        o.append(f'<line x1="{w - r + 10}" y1="{t + 18 * i}" x2="{w - r + 30}" y2="{t + 18 * i}" stroke="{color}" stroke-width="2"/>')
+        o.append(f'<text x="{w - r + 34}" y="{t + 18 * i + 4}">{label}</text>')
+    o.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(o) + "\n")
+
+
+def svg_bars(title, bars, path):
+    w, h, l, t, b = 640, 60 + 30 * len(bars), 240, 40, 20
+    vmax = max(v for _, v in bars) or 1
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+         f'<rect width="{w}" height="{h}" fill="white"/>', f'<text x="20" y="22" font-size="14">{title}</text>']
+    for i, (label, v) in enumerate(bars):
+        y = t + 30 * i
+        o.append(f'<text x="10" y="{y + 15}">{label}</text>')
+        o.append(f'<rect x="{l}" y="{y}" width="{(w - l - 60) * v / vmax:.1f}" height="20" fill="#1f77b4"/>')
+        o.append(f'<text x="{l + (w - l - 60) * v / vmax + 4:.1f}" y="{y + 15}">{v:.2f}</text>')
+    o.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(o) + "\n")
+
+
+def newest(results, pattern):
+    files = sorted(glob.glob(os.path.join(results, pattern)))
+    return open(files[-1]).read() if files else None
+
+
+def number(text, regex):
+    m = re.search(regex, text or "")
+    return float(m.group(1)) if m else None
+
+
+def main():
+    args = sys.argv[1:]
+    storm = args[0]
+    results = args[args.index("--results") + 1] if "--results" in args else os.path.dirname(storm)
+    out = args[args.index("--out") + 1] if "--out" in args else os.path.join(os.path.dirname(results.rstrip("/")), "")
+    plots = os.path.join(out, "plots")
+    os.makedirs(plots, exist_ok=True)
+    doc = json.load(open(storm))
+    rows = doc["results"]
+    p = doc["parameters"]
+    nodes = sorted({r["nodes"] for r in rows})
+
+    def row(sc, wl, n):
+        return next((r for r in rows if r["scenario"] == sc and r["workload"] == wl and r["nodes"] == n), None)
+
+    md = ["# Copper benchmark report", "",
+          f"Machine: {doc['machine']['cores']} cores, Linux {doc['machine']['kernel']}, Python {doc['machine']['python']}. "
+          f"Command: `{doc['command']}`" + (" (`--quick`: CI size)" if p["quick"] else "") + ".",
+          f"Parameters: simulated nodes {p['nodes']}, {p['ranks_per_node']} ranks per node, PFS model service time "
+          f"{p['pfs_service_us']:.0f} µs per metadata operation (one queue), dataset of {p.get('dataset_files', 2000)} files. "
+          f"Raw data: `{os.path.relpath(storm, out) if out else storm}`.", "",
+          "All nodes share one 2-core machine, so absolute times are pessimistic and noisy; the ratios "
+          "measured in the same run and the operation counts are what carry over.", ""]
+
+    for wl, what in (("numpy", "`import numpy`"), ("pynamic", f"Pynamic-style package ({p.get('pynamic', '')})"),
+                     ("dataset", "dataset walk (scandir + read of every file)")):
+        if not any(r["workload"] == wl for r in rows):
+            continue
+        cold = [(lab, col, [(n, row(sc, wl, n)["cold_s"]) for n in nodes if row(sc, wl, n)]) for sc, lab, col in SCENARIOS]
+        warm = [(lab, col, [(n, row(sc, wl, n)["warm_s"]) for n in nodes if row(sc, wl, n)]) for sc, lab, col in SCENARIOS]
+        ops = [(lab, col, [(n, max(row(sc, wl, n)["pfs_ops"], 1)) for n in nodes if row(sc, wl, n)]) for sc, lab, col in SCENARIOS if sc != "local"]
+        svg_lines(f"{wl}: cold, time until every rank is done", "simulated nodes", "seconds", cold, os.path.join(plots, f"{wl}-cold.svg"), log_y=True)
+        svg_lines(f"{wl}: warm (second run in the job)", "simulated nodes", "seconds", warm, os.path.join(plots, f"{wl}-warm.svg"), log_y=True)
+        svg_lines(f"{wl}: operations on the PFS model", "simulated nodes", "operations", ops, os.path.join(plots, f"{wl}-pfs-ops.svg"), log_y=True)
+        md += [f"## {what}", "", f"![cold](plots/{wl}-cold.svg) ![warm](plots/{wl}-warm.svg) ![PFS operations](plots/{wl}-pfs-ops.svg)", "",
+               "| nodes | scenario | cold s | warm s | PFS ops (cold job) | bytes over the tree | agent RSS MiB |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for n in nodes:
+            for sc, lab, _ in SCENARIOS:
+                r = row(sc, wl, n)
+                if r:
+                    md.append(f"| {n} | {lab} | {r['cold_s']:.3f} | {r['warm_s']:.3f} | {r['pfs_ops']} | {r['tree_bytes']} | {r['agent_rss_kb'] / 1024:.0f} |")
+        md.append("")
+
+    # Goals
+    md += ["## Goals", ""]
+    shim_ops = [row("shim", "numpy", n)["pfs_ops"] for n in nodes if row("shim", "numpy", n)]
+    direct_ops = [row("direct", "numpy", n)["pfs_ops"] for n in nodes if row("direct", "numpy", n)]
+    md.append(f"- PFS operations with Copper (numpy, shim) at {nodes[0]} → {nodes[-1]} nodes: {shim_ops[0]} → {shim_ops[-1]}; "
+              f"direct: {direct_ops[0]} → {direct_ops[-1]} (grows with nodes × ranks).")
+    wls = sorted({r["workload"] for r in rows})
+    never = all(row("shim", w, n)["cold_s"] <= row("direct", w, n)["cold_s"] for w in wls for n in nodes)
+    md.append(f"- Copper (shim) never slower than direct, cold, at any node count: {'yes' if never else 'no'} "
+              + ", ".join(f"{n}: {row('shim', 'numpy', n)['cold_s'] / row('direct', 'numpy', n)['cold_s']:.2f}x" for n in nodes) + " (numpy, Copper/direct).")
+    warm_ratio = [row("shim", "numpy", n)["warm_s"] / row("local", "numpy", n)["warm_s"] for n in nodes]
+    md.append("- Warm import through Copper versus local disk (same node count): "
+              + ", ".join(f"{n}: {x:.2f}x" for n, x in zip(nodes, warm_ratio)) + " (goal ≤ 1.10).")
+    tree = newest(results, "tree-*.txt")
+    ratio = number(tree, r"throughput ratio: ([0-9.]+)")
+    if ratio is not None:
+        md.append(f"- Tree throughput versus `MPI_Bcast` (tree bench): {ratio:.2f} (goal ≥ 0.8).")
+    md.append("")
+
+    # Micro-benchmarks
+    found = newest(results, "foundation-*.txt")
+    agent_us, cache_us, native_us = (number(found, r"answered by the agent \(round trip\)\s+([0-9.]+)"),
+                                      number(found, r"answered by the process cache\s+([0-9.]+)"),
+                                      number(found, r"native stat on the real path\s+([0-9.]+)"))
+    fuse = newest(results, "fuse-*.txt")
+    bars = []
+    if native_us:
+        bars += [("stat, process cache / native", cache_us / native_us), ("stat, agent / native", agent_us / native_us)]
+    imp = number(found, r"ratio Copper/direct\s+([0-9.]+)")
+    if imp:
+        bars.append(("warm import, shim / direct", imp))
+    fm = number(fuse, r"through the FUSE mount\s+\S+\s+\S+\s+\(ratio to direct ([0-9.]+)")
+    if fm:
+        bars.append(("warm import, FUSE / direct", fm))
+    if ratio:
+        bars.append(("tree / MPI_Bcast throughput", ratio))
+    if bars:
+        svg_bars("Micro-benchmarks (ratios)", bars, os.path.join(plots, "micro.svg"))
+        md += ["## Micro-benchmarks", "", "![micro](plots/micro.svg)", ""]
+        md += [f"- {label}: {v:.2f}" for label, v in bars] + [""]
+
+    # Projection
+    r1 = row("direct", "numpy", nodes[0])
+    m = r1["pfs_ops"] / (nodes[0] * p["ranks_per_node"])  # PFS ops per rank-import, direct
+    u = row("shim", "numpy", nodes[0])["pfs_ops"]         # PFS ops of Copper's root for the job
+    s = p["pfs_service_us"] * 1e-6
+    t_local = row("local", "numpy", nodes[0])["cold_s"]
+    hop = 0.7e-3  # measured cold miss at a child (README: 0.6-0.8 ms on this machine)
+    misses = 250  # round trips of a cold import (shim)
+    wr = warm_ratio[0]
+    ranks_aurora = 12
+    md += ["## Projection to Aurora's scale (10,624 nodes)", "",
+           "A deliberately small model, calibrated by this run:", "",
+           f"- direct: `T = max(T_local, N × R × m × s)`: every rank's metadata operations queue at the metadata server; "
+           f"m = {m:.0f} operations per import (measured on the PFS model, which lets the client cache nothing), s = {s * 1e6:.0f} µs;",
+           f"- Copper cold: `T = T_local + u × s + misses × d(N) × h`: the root makes u = {u} PFS operations once, and a rank's "
+           f"{misses} sequential misses each climb d(N) = ⌈log_k N⌉ levels (k ≈ ∛N) at h = {hop * 1e3:.1f} ms per hop;",
+           f"- Copper warm: `T = T_local × {wr:.2f}` (measured warm/local); direct warm = direct cold (the storm repeats).", "",
+           f"| nodes | direct (s, R = {ranks_aurora}) | direct, s fitted to Lustre | Copper cold (s) | Copper warm (s) |", "| --- | --- | --- | --- | --- |"]
+    s_fit = 120.0 / (2048 * ranks_aurora * m)
+    for n in (128, 512, 1024, 2048, 4096, 10624):
+        k = max(2, math.ceil(n ** (1 / 3)))
+        d = max(1, math.ceil(math.log(n) / math.log(k)))
+        direct = max(t_local, n * ranks_aurora * m * s)
+        direct_fit = max(t_local, n * ranks_aurora * m * s_fit)
+        cold = t_local + u * s + misses * d * hop
+        md.append(f"| {n} | {direct:.0f} | {direct_fit:.1f} | {cold:.1f} | {t_local * wr:.2f} |")
+    md += ["", "Upstream Copper's published figures (PDSW'24, Aurora, 12 ranks per node, `import torch`): at 2,048 nodes "
+           "cold about 57 s with Copper versus about 120 s on Lustre; a second import about 2 s versus about 180 s; "
+           "Copper slower than Lustre below about 100 nodes.", "",
+           "Where the model is weak: it counts metadata operations as a single queue (a real Lustre MDS serves many in "
+           "parallel and clients cache with locks: the fitted column scales s so that direct matches the published 120 s); "
+           "it ignores data bandwidth, the interconnect's contention and stragglers; `import torch` opens far more files "
+           "than numpy; and the hop latency was measured on 2 shared cores, where progress threads compete with the "
+           "application, not on a node with a core to spare.", ""]
+    with open(os.path.join(out, "REPORT.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print(os.path.join(out, "REPORT.md"))
+
+
+if __name__ == "__main__":
+    main()
