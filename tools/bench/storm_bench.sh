@@ -6,7 +6,8 @@
 #
 # Scenarios, same run: local disk (the floor), direct on the PFS model, Copper through the
 # shim, Copper through the FUSE mount; at several simulated node counts with several ranks
-# per node; each Copper job imports twice (cold: first import of the job; warm: second).
+# per node; each job runs the workload twice (cold: first run of the job; warm: a second
+# run, one second later, once the agents have finished writing their copies).
 # Workloads: `import numpy`; a Pynamic-style generated package (tools/bench/pynamic_gen.py:
 # pure-Python modules, C extensions built with gcc now, shared libraries they link through
 # $ORIGIN), all imported; and a dataset walk (an ImageFolder-like tree every rank lists
@@ -149,14 +150,14 @@ record() { # scenario workload nodes cold_s warm_s pfs_ops tree_bytes rss_kb
 for n in $nodes_list; do
     for wl in numpy pynamic dataset; do
         # the floor and the direct case (no agents)
-        c=$(run_ranks "$n" local "$wl"); w=$(run_ranks "$n" local "$wl")
+        c=$(run_ranks "$n" local "$wl"); sleep 1; w=$(run_ranks "$n" local "$wl")
         record local "$wl" "$n" "$c" "$w" 0 0 0
-        before=$(model_ops); c=$(run_ranks "$n" direct "$wl"); mid=$(model_ops); w=$(run_ranks "$n" direct "$wl"); after=$(model_ops)
+        before=$(model_ops); c=$(run_ranks "$n" direct "$wl"); mid=$(model_ops); sleep 1; w=$(run_ranks "$n" direct "$wl")
         record direct "$wl" "$n" "$c" "$w" $((mid - before)) 0 0
         for mode in shim fuse; do
             opt=--no-fuse; [[ $mode == shim ]] || opt=--fuse-only
             eval "$("$bin/launch_copper.sh" -v "$prefix" -n "$n" -d "$work/logs" -s 60 -b none $opt 2>/dev/null)"
-            before=$(model_ops); c=$(run_ranks "$n" "$mode" "$wl"); mid=$(model_ops); w=$(run_ranks "$n" "$mode" "$wl")
+            before=$(model_ops); c=$(run_ranks "$n" "$mode" "$wl"); mid=$(model_ops); sleep 1; w=$(run_ranks "$n" "$mode" "$wl")
             tree=$("$bin/copper" stats -v "$prefix" --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["total"].get("bytes_from_parent", 0))')
             rss=$(agent_rss_kb)
             "$bin/stop_copper.sh" -v "$prefix" >/dev/null 2>&1
