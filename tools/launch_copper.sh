@@ -659,7 +659,11 @@ if [[ $fuse != only ]]; then
     printf 'export COPPER_AUDIT=%q\n' "$audit_lib"
 fi
 if ((${#mount_opt[@]})); then
-    printf 'export COPPER_MOUNT=%q\n' "$prefix"
+    if is_mounted "$prefix"; then
+        printf 'export COPPER_MOUNT=%q\n' "$prefix"
+    else
+        note "warning: $prefix is not mounted (see the agent's output in $log_dir); the shim still serves it"
+    fi
 fi
 if [[ -n ${COPPER_RUNTIME_DIR:-} ]]; then
     printf 'export COPPER_RUNTIME_DIR=%q\n' "$COPPER_RUNTIME_DIR"
