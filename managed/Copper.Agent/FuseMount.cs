@@ -177,26 +177,6 @@ internal sealed unsafe partial class FuseMount : IDisposable
 
     private static ReadOnlySpan<byte> CString(byte* p) => MemoryMarshal.CreateReadOnlySpanFromNullTerminated(p);
 
-    private static Interop.Libc.StatBuf ToStat(in CopperStat s, ulong ino) => new()
-    {
-        Dev = s.Dev,
-        Ino = ino,
-        Nlink = s.Nlink,
-        Mode = s.Mode,
-        Uid = s.Uid,
-        Gid = s.Gid,
-        Rdev = s.Rdev,
-        Size = s.Size,
-        Blksize = s.Blksize,
-        Blocks = s.Blocks,
-        AtimeSec = s.AtimeSec,
-        AtimeNsec = s.AtimeNsec,
-        MtimeSec = s.MtimeSec,
-        MtimeNsec = s.MtimeNsec,
-        CtimeSec = s.CtimeSec,
-        CtimeNsec = s.CtimeNsec,
-    };
-
     private StatAnswer Lstat(string path) => _fs.Lstat(path);
 
     /// <summary>Runs a callback body: any exception becomes EIO, so the request still gets its one reply.</summary>
@@ -272,7 +252,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
                 return;
             }
             e.Ino = m.InoOf(path);
-            e.Attr = ToStat(a.St, e.Ino);
+            e.Attr = Interop.Libc.FromCopper(a.St, e.Ino);
             ReplyEntry(req, &e);
         });
     }
@@ -315,7 +295,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
                 ReplyErr(req, a.Status > 0 ? a.Status : EIO);
                 return;
             }
-            Interop.Libc.StatBuf st = ToStat(a.St, ino);
+            Interop.Libc.StatBuf st = Interop.Libc.FromCopper(a.St, ino);
             ReplyAttr(req, &st, m._timeout);
         });
     }
@@ -617,7 +597,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
                             if (child != null && m._fs.PeekLstat(child, type, out CopperStat st) == 0)
                             {
                                 e.Ino = eino;
-                                e.Attr = ToStat(st, eino);
+                                e.Attr = Interop.Libc.FromCopper(st, eino);
                             }
                             else
                             {

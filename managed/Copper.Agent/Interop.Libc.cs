@@ -124,6 +124,27 @@ internal static partial class Interop
 
         internal static int Errno => Marshal.GetLastPInvokeError();
 
+        /// <summary>A struct stat for <paramref name="s"/>, with inode number <paramref name="ino"/> (the FUSE mount's own).</summary>
+        internal static StatBuf FromCopper(in CopperStat s, ulong ino) => new()
+        {
+            Dev = s.Dev,
+            Ino = ino,
+            Nlink = s.Nlink,
+            Mode = s.Mode,
+            Uid = s.Uid,
+            Gid = s.Gid,
+            Rdev = s.Rdev,
+            Size = s.Size,
+            Blksize = s.Blksize,
+            Blocks = s.Blocks,
+            AtimeSec = s.AtimeSec,
+            AtimeNsec = s.AtimeNsec,
+            MtimeSec = s.MtimeSec,
+            MtimeNsec = s.MtimeNsec,
+            CtimeSec = s.CtimeSec,
+            CtimeNsec = s.CtimeNsec,
+        };
+
         internal static CopperStat ToCopper(in StatBuf s) => new()
         {
             Dev = s.Dev,

@@ -294,7 +294,7 @@ internal sealed partial class LocalServer : IDisposable
                     return Head(Protocol.StatusFallback);
                 }
                 DirAnswer a = await _cache.ListDirAsync(path, ct);
-                return a.Status == 0 ? EncodeListingPlus(path, a.Entries) : Head(a.Status);
+                return a.Status == 0 ? EncodeListing(a.Entries, path) : Head(a.Status);
             }
             case Op.Open:
             {
@@ -313,17 +313,18 @@ internal sealed partial class LocalServer : IDisposable
     }
 
     /// <summary>
-    /// The listing plus what this node already knows of each entry: its lstat (an entry that is
-    /// not a symlink has the same stat), and whether its file is materialized. Nothing is
+    /// A LISTDIR reply; with <paramref name="plusDir"/> (the listed directory), a LISTDIRPLUS
+    /// reply: each entry also says what this node already knows of it (its lstat; an entry that
+    /// is not a symlink has the same stat) and whether its file is materialized. Nothing is
     /// fetched for it, so the file system sees no extra operation.
     /// </summary>
-    private byte[] EncodeListingPlus(string dir, IReadOnlyList<DirEntry> entries)
+    private byte[] EncodeListing(IReadOnlyList<DirEntry> entries, string? plusDir = null)
     {
-        int plusSize = Marshal.SizeOf<CopperDirentPlus>();
+        int entrySize = plusDir == null ? Marshal.SizeOf<CopperDirent>() : Marshal.SizeOf<CopperDirentPlus>();
         long size = 8 + 4;
         foreach (DirEntry e in entries)
         {
-            size += plusSize + e.Name.Length;
+            size += entrySize + e.Name.Length;
         }
         if (size > Protocol.MaxPayload)
         {
@@ -333,46 +334,27 @@ internal sealed partial class LocalServer : IDisposable
         Head(0).CopyTo(buf, 0);
         BinaryPrimitives.WriteUInt32LittleEndian(buf.AsSpan(8), (uint)entries.Count);
         int at = 12;
-        string prefix = dir == "/" ? "/" : dir + "/";
-        foreach (DirEntry e in entries)
-        {
-            string child = prefix + System.Text.Encoding.UTF8.GetString(e.Name);
-            var d = new CopperDirentPlus
-            {
-                De = new CopperDirent { Ino = e.Ino, Type = e.Type, NameLength = (ushort)e.Name.Length },
-                LstatStatus = _cache.PeekLstat(child, e.Type, out CopperStat st),
-                OpenKind = _cache.PeekMaterialized(child) ? (uint)OpenKind.File : 0,
-            };
-            d.St = st;
-            MemoryMarshal.Write(buf.AsSpan(at), in d);
-            at += plusSize;
-            e.Name.CopyTo(buf, at);
-            at += e.Name.Length;
-        }
-        return buf;
-    }
-
-    private static byte[] EncodeListing(IReadOnlyList<DirEntry> entries)
-    {
-        int direntSize = Marshal.SizeOf<CopperDirent>();
-        long size = 8 + 4;
-        foreach (DirEntry e in entries)
-        {
-            size += direntSize + e.Name.Length;
-        }
-        if (size > Protocol.MaxPayload)
-        {
-            return Head(Protocol.StatusTooLong);
-        }
-        byte[] buf = new byte[size];
-        Head(0).CopyTo(buf, 0);
-        BinaryPrimitives.WriteUInt32LittleEndian(buf.AsSpan(8), (uint)entries.Count);
-        int at = 12;
+        string prefix = plusDir == "/" ? "/" : plusDir + "/";
         foreach (DirEntry e in entries)
         {
             var d = new CopperDirent { Ino = e.Ino, Type = e.Type, NameLength = (ushort)e.Name.Length };
-            MemoryMarshal.Write(buf.AsSpan(at), in d);
-            at += direntSize;
+            if (plusDir == null)
+            {
+                MemoryMarshal.Write(buf.AsSpan(at), in d);
+            }
+            else
+            {
+                string child = prefix + System.Text.Encoding.UTF8.GetString(e.Name);
+                var p = new CopperDirentPlus
+                {
+                    De = d,
+                    LstatStatus = _cache.PeekLstat(child, e.Type, out CopperStat st),
+                    OpenKind = _cache.PeekMaterialized(child) ? (uint)OpenKind.File : 0,
+                    St = st,
+                };
+                MemoryMarshal.Write(buf.AsSpan(at), in p);
+            }
+            at += entrySize;
             e.Name.CopyTo(buf, at);
             at += e.Name.Length;
         }

@@ -178,49 +178,39 @@ internal sealed partial class TreeAgent : IUpstream
 
     // ------------------------------------------------------------------ IUpstream (child side)
 
-    public async ValueTask<StatAnswer> StatAsync(string path, bool follow, CancellationToken ct)
+    /// <summary>
+    /// Asks the parent of the path's tree; null when this agent reads the file system itself
+    /// (it is the root, or the parent is down or went quiet: then counted as degraded).
+    /// </summary>
+    private async ValueTask<(byte[] Reply, TreeHead Head)?> AskAsync(string path, TreeOp op, long arg, CancellationToken ct)
     {
-        using Call? call = Open(path, follow ? TreeOp.Stat : TreeOp.Lstat, 0);
+        using Call? call = Open(path, op, arg);
         byte[]? r = call == null ? null : await call.NextAsync(ct);
         if (r == null || !TreeWire.TryReadHead(r, out TreeHead h) || h.Kind != TreeKind.Reply)
         {
             Local(call);
-            return await _local.StatAsync(path, follow, ct);
+            return null;
         }
-        return new StatAnswer(h.Status, TreeWire.ReadStat(r.AsSpan(TreeWire.HeadSize)));
+        return (r, h);
     }
 
-    public async ValueTask<LinkAnswer> ReadLinkAsync(string path, CancellationToken ct)
-    {
-        using Call? call = Open(path, TreeOp.ReadLink, 0);
-        byte[]? r = call == null ? null : await call.NextAsync(ct);
-        if (r == null || !TreeWire.TryReadHead(r, out TreeHead h) || h.Kind != TreeKind.Reply)
-        {
-            Local(call);
-            return await _local.ReadLinkAsync(path, ct);
-        }
-        return new LinkAnswer(h.Status, r.AsSpan(TreeWire.HeadSize).ToArray());
-    }
+    public async ValueTask<StatAnswer> StatAsync(string path, bool follow, CancellationToken ct) =>
+        await AskAsync(path, follow ? TreeOp.Stat : TreeOp.Lstat, 0, ct) is var (r, h)
+            ? new StatAnswer(h.Status, TreeWire.ReadStat(r.AsSpan(TreeWire.HeadSize)))
+            : await _local.StatAsync(path, follow, ct);
 
-    public async ValueTask<int> AccessAsync(string path, int mode, CancellationToken ct)
-    {
-        using Call? call = Open(path, TreeOp.Access, mode);
-        byte[]? r = call == null ? null : await call.NextAsync(ct);
-        if (r == null || !TreeWire.TryReadHead(r, out TreeHead h) || h.Kind != TreeKind.Reply)
-        {
-            Local(call);
-            return await _local.AccessAsync(path, mode, ct);
-        }
-        return h.Status;
-    }
+    public async ValueTask<LinkAnswer> ReadLinkAsync(string path, CancellationToken ct) =>
+        await AskAsync(path, TreeOp.ReadLink, 0, ct) is var (r, h)
+            ? new LinkAnswer(h.Status, r.AsSpan(TreeWire.HeadSize).ToArray())
+            : await _local.ReadLinkAsync(path, ct);
+
+    public async ValueTask<int> AccessAsync(string path, int mode, CancellationToken ct) =>
+        await AskAsync(path, TreeOp.Access, mode, ct) is var (_, h) ? h.Status : await _local.AccessAsync(path, mode, ct);
 
     public async ValueTask<DirAnswer> ListDirAsync(string path, CancellationToken ct)
     {
-        using Call? call = Open(path, TreeOp.ListDir, 0);
-        byte[]? r = call == null ? null : await call.NextAsync(ct);
-        if (r == null || !TreeWire.TryReadHead(r, out TreeHead h) || h.Kind != TreeKind.Reply)
+        if (await AskAsync(path, TreeOp.ListDir, 0, ct) is not var (r, h))
         {
-            Local(call);
             return await _local.ListDirAsync(path, ct);
         }
         if (h.Status != 0)

@@ -113,12 +113,12 @@ int copper_get_open(const char *real, uint32_t *kind, char *local, copper_stat *
     size_t clen = 0;
     const char *mirror = copper_mirror_root();
     /* A listing told us this file is in the mirror: open it there without asking. */
-    if (mirror[0] != '\0' && !copper_cache_get(COPPER_OP_OPEN, 0, real, &cached, NULL, 0, NULL))
-        copper_prefetch_parent(real, 1);
-    if (mirror[0] != '\0' && copper_cache_get(COPPER_OP_OPEN, 0, real, &cached, st, sizeof *st, &clen) &&
-        cached == 0 && clen == sizeof *st) {
+    if (mirror[0] != '\0') {
+        int hit = copper_cache_get(COPPER_OP_OPEN, 0, real, &cached, st, sizeof *st, &clen);
+        if (!hit && copper_prefetch_parent(real, 1))
+            hit = copper_cache_get(COPPER_OP_OPEN, 0, real, &cached, st, sizeof *st, &clen);
         size_t ml = strlen(mirror), rl = strlen(real);
-        if (ml + rl < COPPER_MAX_PATH) {
+        if (hit && cached == 0 && clen == sizeof *st && ml + rl < COPPER_MAX_PATH) {
             memcpy(local, mirror, ml);
             memcpy(local + ml, real, rl + 1);
             *kind = COPPER_OPEN_FILE;

@@ -135,6 +135,16 @@ public class TreeTests
         first.IntersectWith(second);
         Assert.True(first.Count == 0, "read by both roots: " + string.Join(", ", first.Take(10)));
         AssertEachPathReadOnce(job);
+
+        // The human-readable views: a row per node and a total; each node's place in both trees.
+        ProcResult table = Harness.Run(CopperJob.Cli, ["stats", "-v", job.Prefix], job.Env);
+        Assert.True(table.ExitCode == 0, table.ToString());
+        Assert.Contains("total", table.Stdout);
+        Assert.Equal(4 + 3, table.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        ProcResult status = Harness.Run(CopperJob.Cli, ["status", "-v", job.Prefix], job.Env);
+        Assert.True(status.ExitCode == 0, status.ToString());
+        Assert.Contains($"node {roots[1]}: rank {roots[1]} of 4, parents [", status.Stdout);
+        Assert.Contains("root of [1]", status.Stdout);
     }
 
     [Fact]
