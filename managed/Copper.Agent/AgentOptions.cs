@@ -27,6 +27,7 @@ internal sealed class AgentOptions
     public double ServiceMicros { get; private set; } = 200;
     public double BandwidthMBps { get; private set; }
     public string? ModelStats { get; private set; }
+    public double IdleTimeoutSeconds { get; private set; } = LocalServer.DefaultIdleTimeout.TotalSeconds;
 
     /// <summary>This node's mount point: --mount, with ".n&lt;node&gt;" for simulated node k &gt; 0.</summary>
     public string? EffectiveMount => Mount == null ? null
@@ -125,7 +126,10 @@ internal sealed class AgentOptions
                 case "--fuse-timeout" when double.TryParse(v, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double ft) && ft >= 0:
                     o.FuseTimeoutSeconds = ft;
                     break;
-                case "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node" or "--fanout" or "--parent-timeout" or "--mount" or "--fuse-timeout" or "--pfs-model" or "--service-us" or "--bandwidth-mbps":
+                case "--idle-timeout" when double.TryParse(v, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double it) && it > 0:
+                    o.IdleTimeoutSeconds = it;
+                    break;
+                case "--idle-timeout" or "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node" or "--fanout" or "--parent-timeout" or "--mount" or "--fuse-timeout" or "--pfs-model" or "--service-us" or "--bandwidth-mbps":
                     error = $"bad value for {a}: '{v}'";
                     return null;
                 default:

@@ -119,6 +119,21 @@ internal static partial class Interop
         [LibraryImport(Lib, EntryPoint = "getuid")]
         internal static partial uint GetUid();
 
+        internal const int RLIMIT_NOFILE = 7;
+
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct Rlimit
+        {
+            public ulong Cur;
+            public ulong Max;
+        }
+
+        [LibraryImport(Lib, EntryPoint = "getrlimit", SetLastError = true)]
+        internal static partial int GetRlimit(int resource, out Rlimit limit);
+
+        [LibraryImport(Lib, EntryPoint = "setrlimit", SetLastError = true)]
+        internal static partial int SetRlimit(int resource, in Rlimit limit);
+
         [LibraryImport(Lib, EntryPoint = "getpid")]
         internal static partial int GetPid();
 

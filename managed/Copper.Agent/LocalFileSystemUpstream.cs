@@ -9,11 +9,34 @@ internal sealed class LocalFileSystemUpstream : IUpstream
 {
     private readonly Counters _counters;
     private readonly PfsTrace? _trace;
+    private readonly string[] _own;
 
-    public LocalFileSystemUpstream(Counters counters, PfsTrace? trace = null)
+    /// <param name="prefix">
+    /// The Copper prefix and the agent's mount point: a real path below it (or below a
+    /// simulated node's PREFIX.n&lt;k&gt;) is Copper's own view, which is the real path with that
+    /// prefix stripped. Resolving it through the kernel would enter the agent's own mount, once
+    /// per level, until every FUSE worker waits on itself.
+    /// </param>
+    public LocalFileSystemUpstream(Counters counters, PfsTrace? trace = null, params string?[] prefix)
     {
         _counters = counters;
         _trace = trace;
+        _own = prefix.OfType<string>().Distinct().ToArray();
+    }
+
+    private string Real(string path)
+    {
+        string before;
+        do
+        {
+            before = path;
+            foreach (string p in _own)
+            {
+                path = PathPolicy.StripOwnPrefix(path, p);
+            }
+        }
+        while (!ReferenceEquals(before, path));
+        return path;
     }
 
     private void Count(PfsOp op, string path)
@@ -24,6 +47,7 @@ internal sealed class LocalFileSystemUpstream : IUpstream
 
     public ValueTask<StatAnswer> StatAsync(string path, bool follow, CancellationToken ct)
     {
+        path = Real(path);
         Interop.Libc.StatBuf buf;
         int rc;
         if (follow)
@@ -43,6 +67,7 @@ internal sealed class LocalFileSystemUpstream : IUpstream
 
     public unsafe ValueTask<LinkAnswer> ReadLinkAsync(string path, CancellationToken ct)
     {
+        path = Real(path);
         Count(PfsOp.ReadLink, path);
         byte[] buf = new byte[Protocol.MaxPath];
         nint n;
@@ -59,6 +84,7 @@ internal sealed class LocalFileSystemUpstream : IUpstream
 
     public ValueTask<int> AccessAsync(string path, int mode, CancellationToken ct)
     {
+        path = Real(path);
         Count(PfsOp.Access, path);
         int rc = Interop.Libc.Access(path, mode);
         return ValueTask.FromResult(rc == 0 ? 0 : Interop.Libc.Errno);
@@ -66,6 +92,7 @@ internal sealed class LocalFileSystemUpstream : IUpstream
 
     public unsafe ValueTask<DirAnswer> ListDirAsync(string path, CancellationToken ct)
     {
+        path = Real(path);
         Count(PfsOp.OpenDir, path);
         nint dir = Interop.Libc.OpenDir(path);
         if (dir == 0)
@@ -111,6 +138,7 @@ internal sealed class LocalFileSystemUpstream : IUpstream
 
     public async ValueTask<FetchAnswer> FetchAsync(string path, long maxBytes, IFetchSink sink, CancellationToken ct)
     {
+        path = Real(path);
         Count(PfsOp.Open, path);
         int fd = Interop.Libc.Open(path, Interop.Libc.O_RDONLY | Interop.Libc.O_CLOEXEC, 0);
         if (fd < 0)

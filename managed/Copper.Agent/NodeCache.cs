@@ -56,20 +56,20 @@ internal sealed partial class NodeCache
 
     public Task<StatAnswer> StatAsync(string path, bool follow, CancellationToken ct)
     {
-        if (AbsentFromParentListing(path))
+        if (AbsentFromParentListing(path) is int absent and not 0)
         {
             _counters.Hit();
-            return Task.FromResult(new StatAnswer(Interop.Libc.ENOENT, default));
+            return Task.FromResult(new StatAnswer(absent, default));
         }
         return GetOrFetch(follow ? _stat : _lstat, path, p => _upstream.StatAsync(p, follow, ct), a => a.Status >= 0);
     }
 
     public Task<LinkAnswer> ReadLinkAsync(string path, CancellationToken ct)
     {
-        if (AbsentFromParentListing(path))
+        if (AbsentFromParentListing(path) is int absent and not 0)
         {
             _counters.Hit();
-            return Task.FromResult(new LinkAnswer(Interop.Libc.ENOENT, []));
+            return Task.FromResult(new LinkAnswer(absent, []));
         }
         return GetOrFetch(_links, path, p => _upstream.ReadLinkAsync(p, ct), a => a.Status >= 0);
     }
@@ -95,10 +95,10 @@ internal sealed partial class NodeCache
 
     public Task<OpenAnswer> OpenAsync(string path, CancellationToken ct)
     {
-        if (AbsentFromParentListing(path))
+        if (AbsentFromParentListing(path) is int absent and not 0)
         {
             _counters.Hit();
-            return Task.FromResult(new OpenAnswer(Interop.Libc.ENOENT, 0, default, []));
+            return Task.FromResult(new OpenAnswer(absent, 0, default, []));
         }
         return GetOrFetch(_open, path, p => MaterializeAsync(p, ct), a => a.Status >= 0 || a.Status == Protocol.StatusTooBig);
     }
@@ -145,16 +145,29 @@ internal sealed partial class NodeCache
     /// <summary>The node-local path standing for a real path (the mirror keeps real paths' shape).</summary>
     public string LocalPathOf(string path) => path == "/" ? MirrorRoot : MirrorRoot + path;
 
-    private bool AbsentFromParentListing(string path)
+    /// <summary>
+    /// What the parent's listing says of <paramref name="path"/> without asking anyone: 0 (in it,
+    /// or no listing), ENOENT (not in it), or ENAMETOOLONG for a name longer than NAME_MAX bytes,
+    /// which the file system would refuse before looking.
+    /// </summary>
+    private int AbsentFromParentListing(string path)
     {
         if (path == "/")
         {
-            return false;
+            return 0;
         }
         int slash = path.LastIndexOf('/');
         string parent = slash == 0 ? "/" : path[..slash];
-        return _dirNames.TryGetValue(parent, out var names) && !names.Contains(path[(slash + 1)..]);
+        string name = path[(slash + 1)..];
+        if (!_dirNames.TryGetValue(parent, out var names) || names.Contains(name))
+        {
+            return 0;
+        }
+        return Encoding.UTF8.GetByteCount(name) > NameMax ? Interop.Libc.ENAMETOOLONG : Interop.Libc.ENOENT;
     }
+
+    /// <summary>NAME_MAX: the longest name a Linux file system accepts, in bytes.</summary>
+    private const int NameMax = 255;
 
     private async ValueTask<OpenAnswer> MaterializeAsync(string path, CancellationToken ct)
     {

@@ -63,4 +63,37 @@ internal static class PathPolicy
         }
         return "/" + string.Join('/', parts);
     }
+
+    /// <summary>
+    /// Strips <paramref name="prefix"/> (or a simulated node's "prefix.n&lt;k&gt;") from a normalized
+    /// path, as often as it leads it: PREFIX/PREFIX/etc is /etc, as through the mount.
+    /// </summary>
+    public static string StripOwnPrefix(string path, string prefix)
+    {
+        while (true)
+        {
+            if (!path.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                return path;
+            }
+            int end = prefix.Length;
+            if (end + 2 < path.Length && path[end] == '.' && path[end + 1] == 'n' && char.IsAsciiDigit(path[end + 2]))
+            {
+                end += 2;
+                while (end < path.Length && char.IsAsciiDigit(path[end]))
+                {
+                    end++;
+                }
+            }
+            if (end == path.Length)
+            {
+                return "/";
+            }
+            if (path[end] != '/')
+            {
+                return path;
+            }
+            path = path[end..];
+        }
+    }
 }

@@ -9,7 +9,7 @@ AgentOptions? options = AgentOptions.Parse(args, out string error);
 if (options == null)
 {
     Console.Error.WriteLine($"copper-agent: {error}");
-    Console.Error.WriteLine("usage: copper-agent --prefix P [--runtime-dir R] [--cache-dir D] [--log-level 1-6] [--log-type file|file_and_stdout] [--log-dir D] [--max-cacheable-bytes N] [--node K] [--print-socket]");
+    Console.Error.WriteLine("usage: copper-agent --prefix P [--runtime-dir R] [--cache-dir D] [--log-level 1-6] [--log-type file|file_and_stdout] [--log-dir D] [--max-cacheable-bytes N] [--node K] [--idle-timeout SECONDS] [--print-socket]");
     Console.Error.WriteLine("       MPI tree: --mpi [--node rank] [--trees T] [--fanout K] [--parent-timeout SECONDS] [--pfs-trace-dir D]");
     Console.Error.WriteLine("       FUSE: --mount DIR [--fuse-timeout SECONDS]");
     return 2;
@@ -72,10 +72,18 @@ namespace Copper.Agent
             string pidFile = Path.Combine(o.NodeDir, "agent.pid");
             string readyFile = Path.Combine(o.NodeDir, "agent.ready");
             string cacheNote = Path.Combine(o.NodeDir, "cache-dir");
+            string mirror = Path.Combine(o.EffectiveCacheDir, "mirror");
+            // Nothing is read, written or deleted in a directory before it passed the check.
+            foreach (string dir in new[] { o.RuntimeDir, o.NodeDir, o.EffectiveCacheDir, mirror })
+            {
+                if (DirectoryTrust.EnsurePrivate(dir) is { } why)
+                {
+                    Console.Error.WriteLine($"copper-agent: refusing to start for {o.Prefix}: {why}; remove it, or choose other directories (-c cache_dir, COPPER_RUNTIME_DIR)");
+                    return 1;
+                }
+            }
             try
             {
-                Directory.CreateDirectory(o.RuntimeDir, Private);
-                Directory.CreateDirectory(o.NodeDir, Private);
                 File.SetUnixFileMode(o.NodeDir, Private);
                 if (File.Exists(pidFile) && int.TryParse(File.ReadAllText(pidFile).Trim(), out int other) && other != Environment.ProcessId && Directory.Exists($"/proc/{other}"))
                 {
@@ -85,7 +93,6 @@ namespace Copper.Agent
                 File.Delete(o.SocketPath);
                 File.Delete(readyFile);
                 File.WriteAllText(pidFile, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
-                Directory.CreateDirectory(o.EffectiveCacheDir, Private);
                 File.WriteAllText(cacheNote, o.EffectiveCacheDir + "\n");
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
@@ -94,11 +101,9 @@ namespace Copper.Agent
                 return 1;
             }
 
-            string mirror = Path.Combine(o.EffectiveCacheDir, "mirror");
-            Directory.CreateDirectory(mirror, Private);
             var counters = new Counters();
             using PfsTrace? trace = o.PfsTraceDir == null ? null : OpenTrace(o.PfsTraceDir, node);
-            var local = new LocalFileSystemUpstream(counters, trace);
+            var local = new LocalFileSystemUpstream(counters, trace, o.Prefix, o.Mount);
             TreeTopology? topo = null;
             if (mpi != null)
             {
@@ -114,10 +119,15 @@ namespace Copper.Agent
             using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
             using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
 
+            // Local connections are served asynchronously; cache misses still make blocking
+            // file-system calls on pool threads, so keep enough of them ready for a storm of
+            // concurrent misses instead of letting the pool grow by one every half second.
+            ThreadPool.GetMinThreads(out int workers, out int io);
+            ThreadPool.SetMinThreads(Math.Max(workers, 32), io);
             LocalServer server;
             try
             {
-                server = new LocalServer(o.SocketPath, cache, counters, log, rank);
+                server = new LocalServer(o.SocketPath, cache, counters, log, rank, ConnectionBudget(), TimeSpan.FromSeconds(o.IdleTimeoutSeconds));
             }
             catch (System.Net.Sockets.SocketException ex)
             {
@@ -175,6 +185,28 @@ namespace Copper.Agent
             }
             Cleanup(o, pidFile, readyFile, cacheNote);
             return 0;
+        }
+
+        /// <summary>
+        /// How many local connections to serve at once: LocalServer's default, within the
+        /// descriptors this process may open (raised to the hard limit first), keeping 512
+        /// for the cache, the mount and MPI.
+        /// </summary>
+        private static int ConnectionBudget()
+        {
+            if (Interop.Libc.GetRlimit(Interop.Libc.RLIMIT_NOFILE, out Interop.Libc.Rlimit rl) != 0)
+            {
+                return 512;
+            }
+            if (rl.Cur < rl.Max)
+            {
+                var raised = new Interop.Libc.Rlimit { Cur = rl.Max, Max = rl.Max };
+                if (Interop.Libc.SetRlimit(Interop.Libc.RLIMIT_NOFILE, in raised) == 0)
+                {
+                    rl = raised;
+                }
+            }
+            return (int)Math.Clamp((long)Math.Min(rl.Cur, int.MaxValue) - 512, 64, LocalServer.DefaultMaxConnections);
         }
 
         /// <summary>

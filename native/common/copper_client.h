@@ -44,7 +44,9 @@ static inline int copper_under_prefix(const char *path)
  */
 int copper_normalize(const char *in, char *out);
 
-/* path is under the prefix: out = normalized real path ("/" for the prefix). 0 or errno. */
+/* path is under the prefix: out = normalized real path ("/" for the prefix). A real path
+ * that is itself under the prefix is stripped again: Copper's view of the prefix is the
+ * real root, so nothing resolves through its own mount. 0 or errno. */
 int copper_strip(const char *path, char *out);
 
 /* out = prefix + real path (real "/" gives the prefix itself). 0 or ENAMETOOLONG. */
@@ -70,7 +72,14 @@ int copper_ensure_connected(void);
 int copper_request(uint8_t op, const void *fixed, size_t fixed_len, const char *path,
                    char **data, size_t *len);
 
-/* After fork, in the child: drop this thread's connection (it belongs to the parent). */
+/* After fork, in the child: drop the parent's connections. */
 void copper_client_atfork_child(void);
+
+/*
+ * May Copper trust dir? It must be a directory (not a symlink) owned by the user with no
+ * group or other write bit, and every directory above it owned by the user or root and
+ * not writable by others unless sticky. 1 if so; else 0 and a reason in why.
+ */
+int copper_dir_trusted(const char *dir, char *why, size_t cap);
 
 #endif

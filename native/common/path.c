@@ -53,7 +53,13 @@ int copper_strip(const char *path, char *out)
 {
     if (strlen(path) >= COPPER_MAX_PATH)
         return ENAMETOOLONG;
-    return copper_normalize(path + copper_cfg.prefix_len, out);
+    int r = copper_normalize(path + copper_cfg.prefix_len, out);
+    while (r == 0 && copper_under_prefix(out)) {
+        char again[COPPER_MAX_PATH];
+        memcpy(again, out + copper_cfg.prefix_len, strlen(out + copper_cfg.prefix_len) + 1);
+        r = copper_normalize(again, out);
+    }
+    return r;
 }
 
 int copper_unstrip(const char *real, char *out)

@@ -31,8 +31,10 @@ static int handle_access(int dirfd, const char *path, int mode, int flags)
 
 #define ACCESS_BODY(dirfd, path, mode, flags, realcall) \
     do {                                                 \
-        if (!copper_is_at(dirfd, path))                  \
+        if (!copper_is_at(dirfd, path)) {                \
+            COPPER_PASS(path);                           \
             return realcall;                             \
+        }                                                \
         int saved_ = errno;                              \
         int r_ = handle_access(dirfd, path, mode, flags); \
         if (r_ == COPPER_FALLTHROUGH) {                  \

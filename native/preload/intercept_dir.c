@@ -251,8 +251,10 @@ static int dir_fd(copper_dir *d)
 
 COPPER_EXPORT DIR *opendir(const char *path)
 {
-    if (!copper_is_path(path))
+    if (!copper_is_path(path)) {
+        COPPER_PASS(path);
         return REAL(opendir)(path);
+    }
     int saved = errno;
     char real[COPPER_MAX_PATH];
     int r = copper_strip(path, real);
@@ -450,8 +452,10 @@ COPPER_EXPORT int scandir(const char *path, struct dirent ***namelist,
                           int (*filter)(const struct dirent *),
                           int (*compar)(const struct dirent **, const struct dirent **))
 {
-    if (!copper_is_path(path))
+    if (!copper_is_path(path)) {
+        COPPER_PASS(path);
         return REAL(scandir)(path, namelist, filter, compar);
+    }
     int saved = errno;
     int r = scan_copper(path, namelist, filter, compar);
     if (r < 0) {
@@ -466,8 +470,10 @@ COPPER_EXPORT int scandir64(const char *path, struct dirent64 ***namelist,
                             int (*filter)(const struct dirent64 *),
                             int (*compar)(const struct dirent64 **, const struct dirent64 **))
 {
-    if (!copper_is_path(path))
+    if (!copper_is_path(path)) {
+        COPPER_PASS(path);
         return REAL(scandir64)(path, namelist, filter, compar);
+    }
     int saved = errno;
     int r = scan_copper64(path, namelist, filter, compar);
     if (r < 0) {

@@ -48,6 +48,7 @@ COPPER_EXPORT void *dlopen(const char *file, int mode)
 {
     if (__builtin_expect(copper_is_path(file), 0))
         return dlopen_copper(file, mode);
+    COPPER_PASS(file);
     return real_dlopen(file, mode);
 }
 
@@ -55,5 +56,6 @@ COPPER_EXPORT void *dlmopen(Lmid_t lmid, const char *file, int mode)
 {
     if (__builtin_expect(copper_is_path(file), 0))
         return dlmopen_copper(lmid, file, mode);
+    COPPER_PASS(file);
     return real_dlmopen(lmid, file, mode);
 }

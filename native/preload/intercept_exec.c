@@ -24,6 +24,8 @@ static int exec_target(const char *path, char *buf, int *materialized)
     int r = copper_strip(path, real);
     if (r)
         return r;
+    if ((r = copper_trailing_dir(path, real)) != 0)
+        return r < 0 ? -r : EACCES; /* "dir/" is a directory: not executable */
     copper_in_shim++;
     int saved = errno;
     uint32_t kind = 0;
@@ -93,8 +95,10 @@ static int exec_script(const char *path, const char *local, char *const argv[], 
 
 static int copper_execve_depth(const char *path, char *const argv[], char *const envp[], int depth)
 {
-    if (!copper_is_path(path))
+    if (!copper_is_path(path)) {
+        COPPER_PASS(path);
         return REAL(execve)(path, argv, envp);
+    }
     char local[COPPER_MAX_PATH];
     int materialized;
     int s = exec_target(path, local, &materialized);
@@ -292,8 +296,10 @@ COPPER_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_fi
                               const posix_spawnattr_t *attr, char *const argv[],
                               char *const envp[])
 {
-    if (!copper_is_path(path))
+    if (!copper_is_path(path)) {
+        COPPER_PASS(path);
         return REAL(posix_spawn)(pid, path, fa, attr, argv, envp);
+    }
     char local[COPPER_MAX_PATH];
     int materialized;
     int s = exec_target(path, local, &materialized);

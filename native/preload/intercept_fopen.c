@@ -1,6 +1,7 @@
 /*
- * fopen, fopen64, freopen, freopen64. Write modes (w, a, +, x) on a Copper path fail
- * with EROFS; read modes open through copper_open_real and wrap the descriptor.
+ * fopen, fopen64, freopen, freopen64: the mode becomes open flags and goes through
+ * copper_open_real, so write modes (w, a, +, x) fail as on a read-only mount (EROFS once
+ * the path resolves) and read modes wrap a descriptor of the local copy.
  * Return/errno contract: that of the wrapped function.
  */
 #include "shim.h"
@@ -8,17 +9,25 @@
 #include <errno.h>
 #include <string.h>
 
-/* Returns an fd for a read-mode Copper open, or -errno. */
+/* Returns an fd for a Copper open in stdio mode, or -errno. */
 static int fopen_fd(const char *path, const char *mode)
 {
-    if (strpbrk(mode, "wa+x") != NULL)
-        return -EROFS;
+    int flags = mode[0] == 'w' ? O_WRONLY | O_CREAT | O_TRUNC
+              : mode[0] == 'a' ? O_WRONLY | O_CREAT | O_APPEND
+                               : O_RDONLY;
+    if (strchr(mode, '+'))
+        flags = (flags & ~O_ACCMODE) | O_RDWR;
+    if (strchr(mode, 'x'))
+        flags |= O_EXCL;
+    if (strchr(mode, 'e'))
+        flags |= O_CLOEXEC;
     char real[COPPER_MAX_PATH];
-    int r = copper_strip(path, real);
-    if (r)
-        return -r;
+    int trailing;
+    int r = copper_resolve_raw(AT_FDCWD, path, real, &trailing);
+    if (r < 0)
+        return r;
     copper_in_shim++;
-    r = copper_open_real(real, O_RDONLY | (strchr(mode, 'e') ? O_CLOEXEC : 0), 0);
+    r = copper_open_real(real, flags, 0, trailing);
     copper_in_shim--;
     return r;
 }
@@ -44,15 +53,19 @@ static FILE *handle_fopen(const char *path, const char *mode)
 
 COPPER_EXPORT FILE *fopen(const char *path, const char *mode)
 {
-    if (!copper_is_path(path))
+    if (!copper_is_path(path)) {
+        COPPER_PASS(path);
         return REAL(fopen)(path, mode);
+    }
     return handle_fopen(path, mode);
 }
 
 COPPER_EXPORT FILE *fopen64(const char *path, const char *mode)
 {
-    if (!copper_is_path(path))
+    if (!copper_is_path(path)) {
+        COPPER_PASS(path);
         return REAL(fopen64)(path, mode);
+    }
     return handle_fopen(path, mode);
 }
 
@@ -80,14 +93,18 @@ static FILE *handle_freopen(const char *path, const char *mode, FILE *stream,
 
 COPPER_EXPORT FILE *freopen(const char *path, const char *mode, FILE *stream)
 {
-    if (!copper_is_path(path))
+    if (!copper_is_path(path)) {
+        COPPER_PASS(path);
         return REAL(freopen)(path, mode, stream);
+    }
     return handle_freopen(path, mode, stream, REAL(freopen));
 }
 
 COPPER_EXPORT FILE *freopen64(const char *path, const char *mode, FILE *stream)
 {
-    if (!copper_is_path(path))
+    if (!copper_is_path(path)) {
+        COPPER_PASS(path);
         return REAL(freopen64)(path, mode, stream);
+    }
     return handle_freopen(path, mode, stream, REAL(freopen64));
 }

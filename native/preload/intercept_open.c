@@ -20,21 +20,22 @@ static int wants_write(int flags)
            (__O_TMPFILE && (flags & __O_TMPFILE) == __O_TMPFILE);
 }
 
-int copper_open_real(const char *real, int flags, mode_t mode)
+int copper_open_real(const char *real, int flags, mode_t mode, int trailing)
 {
     copper_stat st;
     int s;
     int saved = errno;
-    if (wants_write(flags) || (flags & O_CREAT)) {
-        s = copper_get_stat(COPPER_OP_STAT, real, &st);
-        if (s == ENOENT && (flags & O_CREAT))
-            return -EROFS;
-        if (s > 0)
+    if (flags & O_CREAT) {
+        s = copper_readonly_errno((flags & O_EXCL) ? COPPER_MUT_OPEN_EXCL : COPPER_MUT_OPEN_CREAT,
+                                  real, trailing);
+        if (s == 0 && wants_write(flags))
+            s = EROFS;
+        if (s)
             return -s;
-        if (s == 0 && (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL))
-            return -EEXIST;
-        if (wants_write(flags))
-            return -EROFS;
+    } else if (wants_write(flags)) {
+        return -copper_readonly_errno(COPPER_MUT_WRITE, real, trailing);
+    } else if (trailing && (s = copper_trailing_dir("/", real)) < 0) {
+        return s; /* "/" only says "there was a trailing slash": real must be a directory */
     }
     if ((flags & O_NOFOLLOW) && !(flags & O_PATH)) {
         s = copper_get_stat(COPPER_OP_LSTAT, real, &st);
@@ -80,11 +81,12 @@ int copper_open_real(const char *real, int flags, mode_t mode)
 static int handle_open(int dirfd, const char *path, int flags, mode_t mode)
 {
     char real[COPPER_MAX_PATH];
-    int r = copper_resolve_at(dirfd, path, real);
+    int trailing;
+    int r = copper_resolve_raw(dirfd, path, real, &trailing);
     if (r <= 0)
         return r == 0 ? COPPER_FALLTHROUGH : r;
     copper_in_shim++;
-    r = copper_open_real(real, flags, mode);
+    r = copper_open_real(real, flags, mode, trailing);
     copper_in_shim--;
     return r;
 }
@@ -101,8 +103,10 @@ static int handle_open(int dirfd, const char *path, int flags, mode_t mode)
 
 #define OPEN_BODY(dirfd, path, flags, mode, realcall) \
     do {                                               \
-        if (!copper_is_at(dirfd, path))                \
+        if (!copper_is_at(dirfd, path)) {              \
+            COPPER_PASS(path);                         \
             return realcall;                           \
+        }                                              \
         int saved_ = errno;                            \
         int r_ = handle_open(dirfd, path, flags, mode); \
         if (r_ == COPPER_FALLTHROUGH) {                \

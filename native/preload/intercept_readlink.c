@@ -14,6 +14,8 @@ static ssize_t handle_readlink(int dirfd, const char *path, char *buf, size_t bu
     int r = copper_resolve_at(dirfd, path, real);
     if (r <= 0)
         return r == 0 ? COPPER_FALLTHROUGH : r;
+    if (r == 2)
+        return -EINVAL; /* "link/" is the directory it points to, not a link */
     copper_in_shim++;
     int saved = errno;
     char target[COPPER_MAX_PATH];
@@ -39,8 +41,10 @@ static ssize_t handle_readlink(int dirfd, const char *path, char *buf, size_t bu
 
 #define READLINK_BODY(dirfd, path, buf, bufsiz, realcall) \
     do {                                                   \
-        if (!copper_is_at(dirfd, path))                    \
+        if (!copper_is_at(dirfd, path)) {                  \
+            COPPER_PASS(path);                             \
             return realcall;                               \
+        }                                                  \
         int saved_ = errno;                                \
         ssize_t r_ = handle_readlink(dirfd, path, buf, bufsiz); \
         if (r_ == COPPER_FALLTHROUGH) {                    \

@@ -95,6 +95,8 @@ static char *handle_realpath(const char *path, char *resolved, int *err)
 {
     char real[COPPER_MAX_PATH], res[COPPER_MAX_PATH], full[COPPER_MAX_PATH];
     int r = copper_strip(path, real);
+    if (r == 0 && copper_trailing_dir(path, real) < 0)
+        r = -copper_trailing_dir(path, real);
     if (r) {
         *err = r;
         return NULL;
@@ -143,22 +145,28 @@ static char *realpath_body(const char *path, char *resolved)
 
 COPPER_EXPORT char *realpath(const char *path, char *resolved)
 {
-    if (!copper_is_path(path))
+    if (!copper_is_path(path)) {
+        COPPER_PASS(path);
         return REAL(realpath)(path, resolved);
+    }
     return realpath_body(path, resolved);
 }
 
 COPPER_EXPORT char *canonicalize_file_name(const char *path)
 {
-    if (!copper_is_path(path))
+    if (!copper_is_path(path)) {
+        COPPER_PASS(path);
         return REAL(canonicalize_file_name)(path);
+    }
     return realpath_body(path, NULL);
 }
 
 COPPER_EXPORT char *__realpath_chk(const char *path, char *resolved, size_t resolvedlen)
 {
-    if (!copper_is_path(path))
+    if (!copper_is_path(path)) {
+        COPPER_PASS(path);
         return REAL(__realpath_chk)(path, resolved, resolvedlen);
+    }
     if (resolved != NULL && resolvedlen < PATH_MAX)
         return REAL(__realpath_chk)(path, resolved, resolvedlen); /* let glibc abort */
     return realpath_body(path, resolved);

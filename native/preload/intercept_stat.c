@@ -23,7 +23,8 @@ static int handle_stat(int dirfd, const char *path, int flags, struct stat *buf)
         return r == 0 ? COPPER_FALLTHROUGH : r;
     copper_in_shim++;
     copper_stat cs;
-    uint8_t op = (flags & AT_SYMLINK_NOFOLLOW) ? COPPER_OP_LSTAT : COPPER_OP_STAT;
+    /* "link/" names the link's target, even for lstat. */
+    uint8_t op = (flags & AT_SYMLINK_NOFOLLOW) && r != 2 ? COPPER_OP_LSTAT : COPPER_OP_STAT;
     int saved = errno;
     int s = copper_get_stat(op, real, &cs);
     if (s == 0) {
@@ -42,8 +43,10 @@ static int handle_stat(int dirfd, const char *path, int flags, struct stat *buf)
 
 #define STAT_BODY(dirfd, path, flags, buf, realcall) \
     do {                                              \
-        if (!copper_is_at(dirfd, path))               \
+        if (!copper_is_at(dirfd, path)) {             \
+            COPPER_PASS(path);                        \
             return realcall;                          \
+        }                                             \
         int saved_ = errno;                           \
         int r_ = handle_stat(dirfd, path, flags, (struct stat *)(buf)); \
         if (r_ == COPPER_FALLTHROUGH) {               \
@@ -153,8 +156,10 @@ static void fill_statx(const struct stat *st, struct statx *sx)
 COPPER_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask,
                         struct statx *buf)
 {
-    if (!copper_is_at(dirfd, path))
+    if (!copper_is_at(dirfd, path)) {
+        COPPER_PASS(path);
         return REAL(statx)(dirfd, path, flags, mask, buf);
+    }
     int saved = errno;
     struct stat st;
     int r = handle_stat(dirfd, path, flags, &st);
@@ -245,8 +250,10 @@ static int xattr_check(const char *path, int follow)
 
 #define XATTR_BODY(path, follow, none, realcall) \
     do {                                          \
-        if (!copper_is_path(path))                \
+        if (!copper_is_path(path)) {              \
+            COPPER_PASS(path);                    \
             return realcall;                      \
+        }                                         \
         int r_ = xattr_check(path, follow);       \
         if (r_ < 0) {                             \
             errno = -r_;                          \

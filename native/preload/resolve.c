@@ -21,8 +21,47 @@ int copper_fd_real(int fd, char *real)
     return copper_mirror_to_real(target, real);
 }
 
-int copper_resolve_at(int dirfd, const char *path, char *real)
+const char *copper_guard_real(const char *path, char *buf)
 {
+    if (path == NULL || path[0] != '/' || !copper_under_prefix(path) || copper_strip(path, buf) != 0)
+        return path;
+    return buf;
+}
+
+static int has_trailing_slash(const char *path)
+{
+    size_t n = strlen(path);
+    return (n > 0 && path[n - 1] == '/') || (n > 1 && path[n - 1] == '.' && path[n - 2] == '/');
+}
+
+int copper_trailing_dir(const char *path, const char *real)
+{
+    if (!has_trailing_slash(path))
+        return 0;
+    copper_in_shim++;
+    int saved = errno;
+    copper_stat st;
+    int s = copper_get_stat(COPPER_OP_STAT, real, &st);
+    int r;
+    if (s == 0)
+        r = S_ISDIR(st.mode) ? 1 : -ENOTDIR;
+    else if (s > 0)
+        r = -s;
+    else {
+        /* Copper cannot answer: ask the real file system, keeping the slash. */
+        char slashed[COPPER_MAX_PATH + 1];
+        struct stat kst;
+        snprintf(slashed, sizeof slashed, "%s/", real);
+        r = REAL(stat)(slashed, &kst) == 0 ? 1 : -errno;
+    }
+    errno = saved;
+    copper_in_shim--;
+    return r;
+}
+
+int copper_resolve_raw(int dirfd, const char *path, char *real, int *trailing)
+{
+    *trailing = has_trailing_slash(path);
     if (path[0] == '/') {
         if (!copper_under_prefix(path))
             return 0;
@@ -48,6 +87,16 @@ int copper_resolve_at(int dirfd, const char *path, char *real)
     return r ? -r : 1;
 }
 
+int copper_resolve_at(int dirfd, const char *path, char *real)
+{
+    int trailing;
+    int r = copper_resolve_raw(dirfd, path, real, &trailing);
+    if (r <= 0 || !trailing)
+        return r;
+    r = copper_trailing_dir(path, real);
+    return r < 0 ? r : 1 + r;
+}
+
 int copper_get_stat(uint8_t op, const char *real, copper_stat *st)
 {
     int status;
@@ -58,9 +107,11 @@ int copper_get_stat(uint8_t op, const char *real, copper_stat *st)
         if (copper_cache_get(op, 0, real, &status, st, sizeof *st, &len))
             return status;
         if (!copper_cache_get(COPPER_CK_NAME, 0, real, &status, NULL, 0, NULL)) {
-            /* Not in its directory's complete listing: it does not exist. */
-            copper_cache_put(op, 0, real, ENOENT, NULL, 0);
-            return ENOENT;
+            /* Not in its directory's complete listing: it does not exist (or, longer than
+               NAME_MAX, could not: the file system says so before it looks). */
+            status = strlen(strrchr(real, '/') + 1) > NAME_MAX ? ENAMETOOLONG : ENOENT;
+            copper_cache_put(op, 0, real, status, NULL, 0);
+            return status;
         }
     }
     char *data;

@@ -47,6 +47,18 @@ static inline int copper_is_path(const char *path)
     return copper_in_shim == 0 && copper_under_prefix(path);
 }
 
+/*
+ * In the shim already (a signal handler that interrupted it, or libc calling back into a
+ * wrapper), a Copper path is not served, but it must still name the right file: the real
+ * function gets the real path (the prefix stripped). Every wrapper's pass-through branch
+ * starts with COPPER_PASS(path).
+ */
+const char *copper_guard_real(const char *path, char *buf);
+#define COPPER_PASS(path)                                          \
+    char copper_guard_buf_[COPPER_MAX_PATH];                       \
+    if (__builtin_expect(copper_in_shim != 0, 0))                  \
+        (path) = copper_guard_real((path), copper_guard_buf_)
+
 /* Copper-dir fd bitmap: fds we returned for mirror directories (hint only). */
 #define COPPER_FD_BITS 65536
 void copper_dirfd_mark(int fd);
@@ -67,9 +79,14 @@ static inline int copper_is_at(int dirfd, const char *path)
 
 /*
  * Resolve (dirfd, path) to a Copper real path (normalized, prefix stripped).
- * Returns 1 (Copper, real filled), 0 (not Copper), or -errno.
+ * Returns 1 (Copper, real filled), 2 (the same, and path ended in "/" or "/.", which the
+ * kernel resolves to a directory: real is one, symlinks followed), 0 (not Copper), or
+ * -errno (ENOTDIR for "file/", the error of the path itself).
  */
 int copper_resolve_at(int dirfd, const char *path, char *real);
+/* The trailing-slash rule on its own, for families that use copper_strip: 0 (no trailing
+ * "/" or "/."), 1 (there is one and real is a directory), or -errno. */
+int copper_trailing_dir(const char *path, const char *real);
 /* Is fd a directory whose /proc/self/fd link lies under the mirror root? 1 + real path. */
 int copper_fd_real(int fd, char *real);
 
@@ -105,8 +122,27 @@ void copper_cache_put(uint8_t op, int mode, const char *real, int status, const 
                       size_t len);
 void copper_cache_atfork_child(void);
 
+/*
+ * Mutations: the errno a read-only mount gives (never 0, except COPPER_MUT_OPEN_CREAT of an
+ * existing non-directory, which the caller then opens or refuses by its access mode).
+ * trailing: the path as written ended in "/" or "/.".
+ */
+enum copper_mut_kind {
+    COPPER_MUT_OBJECT,          /* changes the object, following symlinks: chmod, chown, utime */
+    COPPER_MUT_OBJECT_NOFOLLOW, /* the same, not following: lchown, lutimes, lsetxattr */
+    COPPER_MUT_WRITE,           /* opens or truncates it for writing: EISDIR on a directory */
+    COPPER_MUT_ENTRY,           /* removes or replaces the entry: unlink, rmdir, rename target */
+    COPPER_MUT_RENAME,          /* rename source: "file/" is ENOTDIR */
+    COPPER_MUT_CREATE,          /* creates the entry: mkdir, mknod, symlink, link target */
+    COPPER_MUT_OPEN_CREAT,      /* open with O_CREAT */
+    COPPER_MUT_OPEN_EXCL,       /* open with O_CREAT | O_EXCL */
+};
+int copper_readonly_errno(int kind, const char *real, int trailing);
+/* copper_resolve_at without the trailing-slash check: 1 and *trailing, 0, or -errno. */
+int copper_resolve_raw(int dirfd, const char *path, char *real, int *trailing);
+
 /* Core open used by open*, fopen*, dirfd. Returns fd, -errno. real is a Copper real path. */
-int copper_open_real(const char *real, int flags, mode_t mode);
+int copper_open_real(const char *real, int flags, mode_t mode, int trailing);
 /* Core stat by real path (for *stat wrappers and realpath). */
 
 /* ---- binding table ---- */

@@ -32,7 +32,8 @@ public sealed class AgentProcess : IDisposable
         var psi = new ProcessStartInfo(uid == null ? Path.Combine(Harness.Bin, "copper-agent") : "setpriv") { UseShellExecute = false };
         if (uid != null)
         {
-            Harness.Run("chmod", new[] { "0777", Root });
+            // The agent checks that its directories (and those above them) are its user's own.
+            Harness.Run("chown", new[] { $"{uid}:{uid}", Root });
             foreach (string a in new[] { $"--reuid={uid}", $"--regid={uid}", "--clear-groups", Path.Combine(Harness.Bin, "copper-agent") })
             {
                 psi.ArgumentList.Add(a);
@@ -65,6 +66,14 @@ public sealed class AgentProcess : IDisposable
     public string RuntimeDir { get; }
     public string SocketPath { get; }
     public bool HasExited => _process.HasExited;
+    public int Pid => _process.Id;
+
+    /// <summary>A line of the agent's /proc status ("Threads", "VmRSS"), as a number.</summary>
+    public long ProcStatus(string key)
+    {
+        string line = File.ReadAllLines($"/proc/{Pid}/status").First(l => l.StartsWith(key + ":", StringComparison.Ordinal));
+        return long.Parse(line.Split(':', 2)[1].Trim().Split(' ')[0]);
+    }
 
     public Dictionary<string, string?> ClientEnv(bool audit = true) => new()
     {

@@ -81,7 +81,7 @@ public class AgentProtocolTests
         string root = Harness.TempDir("uid");
         string prefix = Path.Combine(root, "prefix");
         string run = Path.Combine(root, "run");
-        Harness.Run("chmod", new[] { "0777", root });
+        Harness.Run("chown", new[] { "65534:65534", root });
         string agent = Path.Combine(Harness.Bin, "copper-agent");
         string script = $"exec setpriv --reuid=65534 --regid=65534 --clear-groups {agent} --prefix {prefix} --runtime-dir {run} --cache-dir {root}/cache --log-dir {root}/logs";
         var psi = new System.Diagnostics.ProcessStartInfo("/bin/bash") { ArgumentList = { "-c", script } };

@@ -1,0 +1,92 @@
+// Issue 9, items 4, 7 and 10: the same answers as a read-only mount of the file system, in
+// the corners: a path through Copper's own prefix, mutations (the path's own error before
+// EROFS), and a Copper path used from a signal handler that interrupted the shim. Items 6
+// and 8 (trailing slashes, names longer than NAME_MAX) are cases of the errno differentials
+// in ShimTests and FuseTests (TestTree.Cases).
+using Xunit;
+
+namespace Copper.Tests;
+
+public class SemanticsTests
+{
+    private static readonly Dictionary<string, string?> NoShim = new() { ["LD_PRELOAD"] = null, ["LD_AUDIT"] = null };
+
+    [Fact]
+    public void StatFromASignalHandlerThatInterruptedTheShimNamesTheRealFile()
+    {
+        using var agent = new AgentProcess("sigstat");
+        string prog = Harness.CompileC(Harness.Program("sigstat.c"), Path.Combine(agent.Root, "sigstat"));
+        ProcResult r = Harness.Run(prog, new[] { agent.Prefix + "/etc/hostname", agent.Prefix, "1.5" }, agent.ClientEnv(audit: false));
+        Assert.True(r.ExitCode == 0, r.ToString());
+        string[] counts = r.Stdout.Trim().Split(' ');
+        int handled = int.Parse(counts[0]), failed = int.Parse(counts[1]);
+        Assert.True(handled >= 200, $"only {handled} signals arrived");
+        Assert.True(failed == 0, $"{failed} of {handled} stats from the signal handler failed");
+    }
+
+    [Fact]
+    public void PathThroughItsOwnPrefixResolvesWithoutReenteringTheMount()
+    {
+        using var agent = new AgentProcess("selfprefix", null, true);
+        string nested = string.Concat(Enumerable.Repeat(agent.Prefix, 11)) + "/etc/hostname";
+        // A caller stuck in the mount cannot be killed; only the agent's death releases it.
+        string Within20s(string tool, string[] args, IDictionary<string, string?> env)
+        {
+            var run = Task.Run(() => Harness.Run(tool, args, env, timeoutMs: 600_000));
+            if (!run.Wait(20_000))
+            {
+                agent.Kill();
+                run.Wait(30_000);
+                Assert.Fail($"{tool} {string.Join(' ', args)} hung in the mount");
+            }
+            return run.Result.Stdout;
+        }
+        string Stat(string path, IDictionary<string, string?> env) => Within20s("stat", ["-c", "%s %a %F", path], env);
+        string direct = Stat("/etc/hostname", NoShim);
+        Assert.NotEqual("", direct);
+        Assert.Equal(direct, Stat(nested, NoShim));
+        Assert.Equal(direct, Stat(nested, agent.ClientEnv()));
+        Assert.Equal(File.ReadAllText("/etc/hostname"), Within20s("cat", [nested], NoShim));
+    }
+
+    [Fact]
+    public void MutationsFailLikeOnAReadOnlyMountThroughTheShimAndTheMount()
+    {
+        using var tree = new TestTree();
+        // The reference: the same tree on a file system mounted read-only (super block ro,
+        // like a read-only PFS client or Copper's own mount).
+        string rofs = Harness.TempDir("rofs");
+        Assert.Equal(0, Harness.Run("mount", new[] { "-t", "tmpfs", "-o", "mode=0755", "tmpfs", rofs }).ExitCode);
+        try
+        {
+            Harness.Run("cp", new[] { "-a", tree.Dir + "/.", rofs });
+            Assert.Equal(0, Harness.Run("mount", new[] { "-o", "remount,ro", rofs }).ExitCode);
+            string[] asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+
+            using var shimAgent = new AgentProcess("mutshim", uid: 65534);
+            string probe = Harness.CompileC(Harness.Program("mutate_errno.c"), Path.Combine(shimAgent.Root, "mutate_errno"));
+            Harness.Run("chmod", new[] { "0755", probe });
+            string[] Cases(string root) => TestTree.MutationCases.Select(c => root + Path.Combine(tree.Dir, c)[tree.Dir.Length..]).ToArray();
+
+            ProcResult reference = Harness.Run("setpriv", asNobody.Append(probe).Concat(Cases(rofs)), new Dictionary<string, string?>());
+            Assert.True(reference.ExitCode == 0, reference.ToString());
+            Assert.Contains("mkdir -1 EEXIST", reference.Stdout);
+            Assert.Contains("unlink -1 EROFS", reference.Stdout);
+            Assert.Contains("chmod -1 ENOENT", reference.Stdout);
+
+            ProcResult viaShim = Harness.Run("setpriv", asNobody.Append(probe).Concat(Cases(shimAgent.Prefix + tree.Dir)), shimAgent.ClientEnv());
+            Assert.True(viaShim.ExitCode == 0, viaShim.ToString());
+            Assert.Equal(reference.Stdout, viaShim.Stdout);
+
+            using var mountAgent = new AgentProcess("mutmount", null, true);
+            ProcResult viaMount = Harness.Run("setpriv", asNobody.Append(probe).Concat(Cases(mountAgent.Prefix + tree.Dir)), NoShim);
+            Assert.True(viaMount.ExitCode == 0, viaMount.ToString());
+            Assert.Equal(reference.Stdout, viaMount.Stdout);
+        }
+        finally
+        {
+            Harness.Run("umount", new[] { "-l", rofs });
+            Directory.Delete(rofs, recursive: true);
+        }
+    }
+}
