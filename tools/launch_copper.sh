@@ -57,7 +57,7 @@ usage: $PROG [options]
                     node of its own (socket, cache); apps choose with COPPER_NODE=k
   -H hostfile       the job's nodes, one host per line  [\$PBS_NODEFILE, Slurm's list]
   -F fanout         children per tree node (2..1024)   [about the cube root of NODES]
-  -P seconds        patience with a silent parent before reading the file system [60]
+  -P seconds        patience with a silent parent before reading the file system [5]
   --no-fuse         do not mount the prefix with FUSE (shim only)
   --fuse-only       mount, and print no LD_PRELOAD/LD_AUDIT exports (mount only)
   -h, --help        this help
