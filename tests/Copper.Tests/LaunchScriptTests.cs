@@ -51,7 +51,6 @@ test -d {root}/cache/mirror/usr/lib/python3/dist-packages/numpy
         string root = Harness.TempDir("fuseopt");
         string prefix = Path.Combine(root, "copper");
         var env = new Dictionary<string, string?> { ["COPPER_RUNTIME_DIR"] = Path.Combine(root, "run") };
-        static bool IsMounted(string p) => File.ReadAllLines("/proc/mounts").Any(l => l.Split(' ')[1] == p);
         try
         {
             ProcResult r = Harness.Run(Launch, new[] { "-v", prefix, "-d", root + "/logs", "-b", "none", option }.Where(a => a.Length > 0), env);
@@ -62,6 +61,65 @@ test -d {root}/cache/mirror/usr/lib/python3/dist-packages/numpy
             ProcResult stop = Harness.Run(Stop, new[] { "-v", prefix }, env);
             Assert.True(stop.ExitCode == 0, stop.ToString());
             Assert.False(IsMounted(prefix), "stop left the mount");
+        }
+        finally
+        {
+            Harness.Run(Stop, new[] { "-v", prefix }, env);
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    private static bool IsMounted(string path) => File.ReadAllLines("/proc/mounts").Any(l => l.Split(' ')[1] == path);
+
+    [Fact]
+    public void RelaunchWithTheSameOptionsSaysSoAndPrintsTheExports()
+    {
+        string root = Harness.TempDir("relaunch");
+        string prefix = Path.Combine(root, "copper");
+        var env = new Dictionary<string, string?> { ["COPPER_RUNTIME_DIR"] = Path.Combine(root, "run") };
+        string[] common = ["-v", prefix, "-d", root + "/logs", "-c", root + "/cache", "-b", "none"];
+        try
+        {
+            ProcResult first = Harness.Run(Launch, common.Concat(["-M", "10M", "-l", "6"]), env);
+            Assert.True(first.ExitCode == 0, first.ToString());
+            int pid = int.Parse(File.ReadAllText(Directory.GetFiles(Path.Combine(root, "run"), "agent.pid", SearchOption.AllDirectories).Single()).Trim());
+            // The same options, spelled otherwise (-M in bytes, -l left at its default, -s is
+            // not an option of the running agent): the running agent serves this launch.
+            ProcResult again = Harness.Run(Launch, common.Concat(["-M", "10485760", "-s", "7"]), env);
+            Assert.True(again.ExitCode == 0, again.ToString());
+            Assert.Equal(first.Stdout, again.Stdout);
+            Assert.Contains($"already running for {prefix} with the same options", again.Stderr);
+            Assert.True(Directory.Exists($"/proc/{pid}"), "the running agent was replaced");
+        }
+        finally
+        {
+            Harness.Run(Stop, new[] { "-v", prefix }, env);
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("-n 2")]
+    public void RelaunchWithOtherOptionsNamesThemAndFails(string mode)
+    {
+        string root = Harness.TempDir("relaunchdiff");
+        string prefix = Path.Combine(root, "copper");
+        var env = new Dictionary<string, string?> { ["COPPER_RUNTIME_DIR"] = Path.Combine(root, "run") };
+        string common = $"{Launch} -v {prefix} -d {root}/logs -b none --no-fuse {mode}";
+        try
+        {
+            ProcResult first = Harness.Bash(common + " -M 10M -l 6", env);
+            Assert.True(first.ExitCode == 0, first.ToString());
+            ProcResult other = Harness.Bash(common + " -M 1G -l 3", env);
+            Assert.Equal(3, other.ExitCode);
+            Assert.Equal("", other.Stdout);
+            Assert.Contains($"already running for {prefix} with -l 6, -M 10M; this launch asked for -l 3, -M 1G", other.Stderr);
+            Assert.Contains($"stop_copper.sh -v {prefix}", other.Stderr);
+            // The running agents are untouched and still serve a launch with their options.
+            ProcResult same = Harness.Bash(common + " -M 10M", env);
+            Assert.True(same.ExitCode == 0, same.ToString());
+            Assert.Equal(first.Stdout, same.Stdout);
         }
         finally
         {
