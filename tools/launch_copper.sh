@@ -26,8 +26,13 @@
 # by value: -M 10M is -M 10485760; -s is not compared) say so and print the exports again;
 # other options are named and refused (exit 3): stop the running agents first.
 #
+# The mount point must be a new or empty directory: a prefix directory that holds files
+# (or another file system's mount) is not mounted over, since that would hide what is
+# there; the launch fails (exit 1) and names it. --no-fuse launches without a mount.
+#
 # Exit status: 0 the agent(s) are running and ready; 1 could not start or not ready in
-# time (whatever this run started is stopped again); 2 bad options; 3 agents already serve the prefix with other options; 130 interrupted.
+# time (whatever this run started is stopped again), or the mount point is not empty;
+# 2 bad options; 3 agents already serve the prefix with other options; 130 interrupted.
 #
 # The agent binary is `copper-agent` next to this script (both live in out/bin/);
 # COPPER_AGENT=/path/to/agent overrides it (tests use a fake agent). MPIEXEC=... picks
@@ -68,6 +73,7 @@ usage: $PROG [options]
   -h, --help        this help
 The prefix is mounted read-only with FUSE when /dev/fuse is usable (simulated node k > 0
 mounts at PREFIX.n<k>); the shim still serves preloaded processes first.
+The mount point must be a new or empty directory (exit 1 otherwise).
 Prints export lines for eval: COPPER_PREFIX, COPPER_PRELOAD, COPPER_AUDIT
 (and COPPER_RUNTIME_DIR when set; COPPER_MOUNT when mounted). Agent override:
 COPPER_AGENT=/path.
@@ -421,6 +427,27 @@ mount_escaped() { # /proc/mounts escapes space, tab, newline and backslash as oc
     printf '%s\n' "${p//$'\n'/\\012}"
 }
 is_mounted() { grep -qF " $(mount_escaped "$1") " /proc/mounts 2>/dev/null; }
+mount_type() { # file system type of the mount at $1 (the last one stacked there)
+    MP=$(mount_escaped "$1") awk '$2 == ENVIRON["MP"] { t = $3 } END { print t }' /proc/mounts 2>/dev/null
+}
+# A mount point must be missing, an empty directory, or a Copper mount (one left by a killed
+# agent is removed below): mounting over files would hide them from everyone on the node.
+check_mount_point() {
+    local mp=$1 t entries n
+    if is_mounted "$mp"; then
+        t=$(mount_type "$mp")
+        [[ $t == fuse.copper ]] ||
+            die "$mp is the mount point of another file system ($t): mounting Copper there would hide it; use a new or empty directory as the prefix (-v), or launch with --no-fuse"
+        return 0
+    fi
+    [[ -e $mp || -L $mp ]] || return 0
+    [[ -d $mp && ! -L $mp ]] ||
+        die "$mp exists and is not a directory: Copper cannot mount there; use a new or empty directory as the prefix (-v), or launch with --no-fuse"
+    entries=$(ls -A -- "$mp" 2>/dev/null) || die "cannot list $mp, the mount point: it may hold files a mount would hide"
+    [[ -n $entries ]] || return 0
+    n=$(printf '%s\n' "$entries" | wc -l)
+    die "$mp is not empty ($n $( ((n == 1)) && echo entry || echo entries), e.g. '$(head -n 1 <<<"$entries")'): mounting Copper there would hide them; use a new or empty directory as the prefix (-v), or launch with --no-fuse"
+}
 clear_stale_mount() {
     local mp=$1
     is_mounted "$mp" || return 0
@@ -497,6 +524,7 @@ start_local_agents() {
         if [[ -d $d ]]; then
             rm -f "$d/agent.sock" "$d/agent.ready" "$d/agent.pid"
         fi
+        if ((${#mount_opt[@]})); then check_mount_point "$(mount_point_of "$k")"; fi
         ((${#started[@]})) || record_options
         start_local_agent "$k"
     done
@@ -634,6 +662,7 @@ start_mpi_job() {
         --log-dir "$log_dir" --max-cacheable-bytes "$max_bytes" --trees "$trees"
         ${mount_opt[@]+"${mount_opt[@]}"})
     if ((${#mount_opt[@]})); then
+        for k in "${node_ids[@]}"; do check_mount_point "$(mount_point_of "$k")"; done
         for k in "${node_ids[@]}"; do clear_stale_mount "$(mount_point_of "$k")"; done
     fi
     record_options

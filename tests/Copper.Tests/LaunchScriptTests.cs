@@ -128,6 +128,68 @@ test -d {root}/cache/mirror/usr/lib/python3/dist-packages/numpy
         }
     }
 
+    [Fact]
+    public void LaunchRefusesToMountOverANonEmptyDirectory()
+    {
+        string root = Harness.TempDir("nonempty");
+        string prefix = Path.Combine(root, "copper");
+        Directory.CreateDirectory(prefix);
+        File.WriteAllText(Path.Combine(prefix, "notes.txt"), "mine\n");
+        var env = new Dictionary<string, string?> { ["COPPER_RUNTIME_DIR"] = Path.Combine(root, "run") };
+        try
+        {
+            ProcResult r = Harness.Run(Launch, ["-v", prefix, "-d", root + "/logs", "-b", "none"], env);
+            Assert.Equal(1, r.ExitCode);
+            Assert.Equal("", r.Stdout);
+            Assert.Contains($"{prefix} is not empty", r.Stderr);
+            Assert.False(IsMounted(prefix));
+            Assert.Equal("mine\n", File.ReadAllText(Path.Combine(prefix, "notes.txt")));
+            ProcResult ps = Harness.Run("pgrep", ["-f", "copper-agent --prefix " + prefix]);
+            Assert.True(ps.ExitCode != 0, "an agent was started: " + ps.Stdout);
+        }
+        finally
+        {
+            Harness.Run(Stop, new[] { "-v", prefix }, env);
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void AgentRefusesToMountOverANonEmptyDirectory()
+    {
+        string root = Harness.TempDir("nonemptyagent");
+        string prefix = Path.Combine(root, "copper");
+        Directory.CreateDirectory(prefix);
+        File.WriteAllText(Path.Combine(prefix, "notes.txt"), "mine\n");
+        string agent = Path.Combine(Harness.Bin, "copper-agent");
+        // The agent started directly with --mount: it serves the shim, says why it did not
+        // mount, and leaves the directory as it was.
+        string script = $"""
+            {agent} --prefix {prefix} --runtime-dir {root}/run --cache-dir {root}/cache --log-dir {root}/logs --mount {prefix} 2>{root}/agent.err &
+            pid=$!
+            for i in $(seq 1 1000); do [[ -e $({agent} --print-socket --prefix {prefix} --runtime-dir {root}/run | sed 's,/agent.sock$,,')/agent.ready ]] && break; sleep 0.02; done
+            grep -qF " {prefix} " /proc/mounts && echo MOUNTED
+            cat {prefix}/notes.txt
+            kill -TERM $pid; wait $pid
+            echo "exit $?"
+            """;
+        try
+        {
+            ProcResult r = Harness.Bash(script);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            Assert.Equal("mine\nexit 0\n", r.Stdout);
+            Assert.Contains($"{prefix} is not empty", File.ReadAllText(Path.Combine(root, "agent.err")));
+        }
+        finally
+        {
+            if (IsMounted(prefix))
+            {
+                Harness.Run("fusermount3", ["-uz", prefix]);
+            }
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
     [Theory]
     [InlineData("-l", "9")]
     [InlineData("-t", "syslog")]
