@@ -21,8 +21,18 @@
 # The MPI job is ready when every agent has joined the tree (the root says so on the
 # job's output); on timeout the nodes that did not start or join are named.
 #
+# Launching again on a prefix that agents already serve: each launch records its options
+# in <runtime dir>/.<hash>.options (next to the launch lock); the same options (compared
+# by value: -M 10M is -M 10485760; -s is not compared) say so and print the exports again;
+# other options are named and refused (exit 3): stop the running agents first.
+#
+# The mount point must be a new or empty directory: a prefix directory that holds files
+# (or another file system's mount) is not mounted over, since that would hide what is
+# there; the launch fails (exit 1) and names it. --no-fuse launches without a mount.
+#
 # Exit status: 0 the agent(s) are running and ready; 1 could not start or not ready in
-# time (whatever this run started is stopped again); 2 bad options.
+# time (whatever this run started is stopped again), or the mount point is not empty;
+# 2 bad options; 3 agents already serve the prefix with other options; 130 interrupted.
 #
 # The agent binary is `copper-agent` next to this script (both live in out/bin/);
 # COPPER_AGENT=/path/to/agent overrides it (tests use a fake agent). MPIEXEC=... picks
@@ -57,15 +67,18 @@ usage: $PROG [options]
                     node of its own (socket, cache); apps choose with COPPER_NODE=k
   -H hostfile       the job's nodes, one host per line  [\$PBS_NODEFILE, Slurm's list]
   -F fanout         children per tree node (2..1024)   [about the cube root of NODES]
-  -P seconds        patience with a silent parent before reading the file system [60]
+  -P seconds        patience with a silent parent before reading the file system [5]
   --no-fuse         do not mount the prefix with FUSE (shim only)
   --fuse-only       mount, and print no LD_PRELOAD/LD_AUDIT exports (mount only)
   -h, --help        this help
 The prefix is mounted read-only with FUSE when /dev/fuse is usable (simulated node k > 0
 mounts at PREFIX.n<k>); the shim still serves preloaded processes first.
+The mount point must be a new or empty directory (exit 1 otherwise).
 Prints export lines for eval: COPPER_PREFIX, COPPER_PRELOAD, COPPER_AUDIT
 (and COPPER_RUNTIME_DIR when set; COPPER_MOUNT when mounted). Agent override:
 COPPER_AGENT=/path.
+Launching again on a running prefix: the same options print the exports again (exit 0);
+other options are named and refused (exit 3; stop_copper.sh -v PREFIX first).
 EOF
 }
 
@@ -122,6 +135,19 @@ cpus_available() {
     done
     # Existing is not enough: the core may be offline or outside our cpuset.
     taskset -c "$list" true 2>/dev/null
+}
+
+human_bytes() { # 10485760 -> 10M (exact K/M/G multiples only)
+    local b=$1
+    if ((b % (1 << 30) == 0)); then
+        printf '%sG\n' "$((b >> 30))"
+    elif ((b % (1 << 20) == 0)); then
+        printf '%sM\n' "$((b >> 20))"
+    elif ((b % 1024 == 0)); then
+        printf '%sK\n' "$((b >> 10))"
+    else
+        printf '%s\n' "$b"
+    fi
 }
 
 now_ms() { # milliseconds since the epoch, without forking
@@ -315,6 +341,71 @@ lock=$runtime_dir/.$base.lock
 exec 9>>"$lock" || die "cannot open lock $lock"
 flock -w "$(((timeout_ms + 999) / 1000 + 5))" 9 || die "another launch for $prefix holds $lock"
 
+# ---------------------------------------------------------------- launching again
+
+# The options of the running agents, as the launch that started them recorded them.
+options_file=$runtime_dir/.$base.options
+
+# This launch's options, one per line, in the order of the usage, each as a user would
+# write it; values are normalized so that equal settings compare equal.
+launch_options() {
+    local p=${patience:-5}
+    if [[ $p == *.* ]]; then
+        while [[ $p == *0 ]]; do p=${p%0}; done
+        p=${p%.}
+    fi
+    printf -- '-l %s\n-t %s\n-T %s\n-M %s\n' "$log_level" "$log_type" "$trees" "$(human_bytes "$max_bytes")"
+    printf -- '-b %s\n-d %s\n-c %s\n' "${physcpubind:-none}" "$log_dir" "${cache_dir:-(default)}"
+    case $mode in
+        single) printf 'one agent (no -n)\n' ;;
+        simulate) printf -- '-n %s\n' "$nodes" ;;
+        cluster) printf '%s hosts %s..%s (list checksum %s)\n' "$nodes" "${job_hosts[0]}" "${job_hosts[nodes - 1]}" \
+            "$(printf '%s\n' "${job_hosts[@]}" | cksum | cut -d' ' -f1)" ;;
+    esac
+    printf -- '-F %s\n-P %s\n' "${fanout:-(default)}" "$p"
+    case $fuse in
+        auto) printf 'the FUSE mount (default)\n' ;;
+        no) printf -- '--no-fuse\n' ;;
+        only) printf -- '--fuse-only\n' ;;
+    esac
+}
+
+recorded=
+record_options() {
+    recorded=1
+    { printf '# launch_copper.sh options for %s (compared when launched again)\n' "$prefix"; launch_options; } \
+        >"$options_file.$$" && mv -f "$options_file.$$" "$options_file" ||
+        note "warning: cannot record the options in $options_file"
+}
+
+# When an agent already serves the prefix: the same options go on (same_options says so);
+# other options are named, and the launch exits 3.
+same_options=
+check_running_options() {
+    local k running= have=() want=() was=() asked=() i
+    for k in "${node_ids[@]}"; do
+        if live_pid "${sock_dir[$k]}/agent.pid" >/dev/null; then running=1; break; fi
+    done
+    [[ -n $running ]] || return 0
+    if [[ ! -r $options_file ]]; then
+        same_options=" (its options were not recorded: not compared)"
+        return 0
+    fi
+    mapfile -t have < <(grep -v '^#' "$options_file")
+    mapfile -t want < <(launch_options)
+    for i in "${!want[@]}"; do
+        if [[ ${have[i]:-} != "${want[i]}" ]]; then
+            was+=("${have[i]:-(not recorded)}")
+            asked+=("${want[i]}")
+        fi
+    done
+    if ((${#asked[@]})); then
+        die "copper is already running for $prefix with $(printf '%s, ' "${was[@]}" | sed 's/, $//'); this launch asked for $(printf '%s, ' "${asked[@]}" | sed 's/, $//'); stop it first with stop_copper.sh -v $prefix" 3
+    fi
+    same_options=" with the same options"
+}
+check_running_options
+
 # ---------------------------------------------------------------- start
 
 pin=
@@ -336,6 +427,27 @@ mount_escaped() { # /proc/mounts escapes space, tab, newline and backslash as oc
     printf '%s\n' "${p//$'\n'/\\012}"
 }
 is_mounted() { grep -qF " $(mount_escaped "$1") " /proc/mounts 2>/dev/null; }
+mount_type() { # file system type of the mount at $1 (the last one stacked there)
+    MP=$(mount_escaped "$1") awk '$2 == ENVIRON["MP"] { t = $3 } END { print t }' /proc/mounts 2>/dev/null
+}
+# A mount point must be missing, an empty directory, or a Copper mount (one left by a killed
+# agent is removed below): mounting over files would hide them from everyone on the node.
+check_mount_point() {
+    local mp=$1 t entries n
+    if is_mounted "$mp"; then
+        t=$(mount_type "$mp")
+        [[ $t == fuse.copper ]] ||
+            die "$mp is the mount point of another file system ($t): mounting Copper there would hide it; use a new or empty directory as the prefix (-v), or launch with --no-fuse"
+        return 0
+    fi
+    [[ -e $mp || -L $mp ]] || return 0
+    [[ -d $mp && ! -L $mp ]] ||
+        die "$mp exists and is not a directory: Copper cannot mount there; use a new or empty directory as the prefix (-v), or launch with --no-fuse"
+    entries=$(ls -A -- "$mp" 2>/dev/null) || die "cannot list $mp, the mount point: it may hold files a mount would hide"
+    [[ -n $entries ]] || return 0
+    n=$(printf '%s\n' "$entries" | wc -l)
+    die "$mp is not empty ($n $( ((n == 1)) && echo entry || echo entries), e.g. '$(head -n 1 <<<"$entries")'): mounting Copper there would hide them; use a new or empty directory as the prefix (-v), or launch with --no-fuse"
+}
 clear_stale_mount() {
     local mp=$1
     is_mounted "$mp" || return 0
@@ -401,7 +513,7 @@ start_local_agents() {
         d=${sock_dir[$k]}
         if pid=$(live_pid "$d/agent.pid"); then
             if [[ -e $d/agent.ready ]]; then
-                note "$(node_name "$k"): agent already running for $prefix (pid $pid)"
+                note "$(node_name "$k"): agent already running for $prefix$same_options (pid $pid)"
             else
                 note "$(node_name "$k"): agent for $prefix is starting (pid $pid); waiting"
                 waiting[$k]=1
@@ -412,6 +524,8 @@ start_local_agents() {
         if [[ -d $d ]]; then
             rm -f "$d/agent.sock" "$d/agent.ready" "$d/agent.pid"
         fi
+        if ((${#mount_opt[@]})); then check_mount_point "$(mount_point_of "$k")"; fi
+        ((${#started[@]})) || record_options
         start_local_agent "$k"
     done
 }
@@ -439,6 +553,7 @@ stop_started() {
         if [[ $cache == /?*/?* && -O $cache ]]; then rm -rf -- "$cache"; fi
     done
     started=()
+    [[ -z $recorded ]] || rm -f "$options_file"
 }
 
 on_signal() {
@@ -533,7 +648,7 @@ start_mpi_job() {
     done
     if ((running > 0)); then
         if ((ready == ${#node_ids[@]})); then
-            note "agents already running for $prefix"
+            note "agents already running for $prefix$same_options"
             return 1
         fi
         die "agents for $prefix are partly running or starting; run stop_copper.sh -v $prefix first"
@@ -547,8 +662,10 @@ start_mpi_job() {
         --log-dir "$log_dir" --max-cacheable-bytes "$max_bytes" --trees "$trees"
         ${mount_opt[@]+"${mount_opt[@]}"})
     if ((${#mount_opt[@]})); then
+        for k in "${node_ids[@]}"; do check_mount_point "$(mount_point_of "$k")"; done
         for k in "${node_ids[@]}"; do clear_stale_mount "$(mount_point_of "$k")"; done
     fi
+    record_options
     [[ $mode != simulate ]] || cmd+=(--node rank)
     [[ -z $fanout ]] || cmd+=(--fanout "$fanout")
     [[ -z $patience ]] || cmd+=(--parent-timeout "$patience")
@@ -597,6 +714,7 @@ stop_job() {
         if [[ $cache == /?*/?* && -O $cache ]]; then rm -rf -- "$cache"; fi
     done
     rm -f "$job_pidfile"
+    [[ -z $recorded ]] || rm -f "$options_file"
     job_pid=
 }
 

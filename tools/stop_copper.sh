@@ -7,7 +7,8 @@
 # Idempotent: exits 0 when nothing was running. For each agent directory
 # (<runtime dir>/<hash>[.n<node>]) it unmounts a FUSE mount at the prefix, sends SIGTERM
 # to the pid in agent.pid, waits up to 5 s, then SIGKILL; then removes the socket, the
-# ready and pid files, the directory and the cache directory named in `cache-dir`.
+# ready and pid files, the directory and the cache directory named in `cache-dir`; last,
+# the launch's lock and recorded options once no agent directory of the prefix is left.
 # Exit status: 0 done; 1 something could not be stopped or removed; 2 bad options.
 #
 # The agent binary (for --print-socket) is `copper-agent` next to this script;
@@ -291,8 +292,9 @@ for d in "${dirs[@]}"; do
 done
 rmdir "$default_cache_root" 2>/dev/null || true
 
-# The launch lock of launch_copper.sh, once no agent directory of the prefix is left.
-if [[ -z $(all_dirs) ]]; then rm -f -- "$runtime_dir/.$base.lock"; fi
+# The launch lock of launch_copper.sh and the options it recorded, once no agent
+# directory of the prefix is left.
+if [[ -z $(all_dirs) ]]; then rm -f -- "$runtime_dir/.$base.lock" "$runtime_dir/.$base.options"; fi
 rmdir "$runtime_dir" 2>/dev/null || true
 
 unmount_prefix

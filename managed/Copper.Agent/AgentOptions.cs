@@ -19,7 +19,7 @@ internal sealed class AgentOptions
     public bool Mpi { get; private set; }
     public bool NodeFromRank { get; private set; }
     public int Fanout { get; private set; }
-    public double ParentTimeoutSeconds { get; private set; } = 60;
+    public double ParentTimeoutSeconds { get; private set; } = 5;
     public string? PfsTraceDir { get; private set; }
     public string? Mount { get; private set; }
     public double FuseTimeoutSeconds { get; private set; } = 3600;

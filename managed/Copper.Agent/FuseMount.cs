@@ -71,6 +71,34 @@ internal sealed unsafe partial class FuseMount : IDisposable
         w.WriteEndObject();
     }
 
+    /// <summary>
+    /// Throws when <paramref name="mountPoint"/> holds entries: a mount over them would hide them
+    /// from everyone on the node. A mount left there by a killed agent cannot be listed
+    /// (ENOTCONN) and is mounted over, as before.
+    /// </summary>
+    private static void RefuseToHide(string mountPoint)
+    {
+        string[] entries;
+        try
+        {
+            entries = Directory.EnumerateFileSystemEntries(mountPoint).Take(1000).ToArray();
+        }
+        catch (UnauthorizedAccessException)
+        {
+            throw new InvalidOperationException($"{mountPoint} cannot be listed: it may hold files a mount would hide");
+        }
+        catch (IOException)
+        {
+            return;
+        }
+        if (entries.Length > 0)
+        {
+            string count = entries.Length switch { 1 => "1 entry", 1000 => "1000 entries or more", int n => $"{n} entries" };
+            throw new InvalidOperationException(
+                $"{mountPoint} is not empty ({count}, e.g. '{Path.GetFileName(entries[0])}'): mounting there would hide them; use a new or empty directory");
+        }
+    }
+
     /// <summary>Mounts <paramref name="mountPoint"/> and serves it on libfuse's threads.</summary>
     public static FuseMount Start(IFuseBackend fs, ILogger log, string mountPoint, double timeout)
     {
@@ -80,6 +108,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
         }
         Load();
         Directory.CreateDirectory(mountPoint);
+        RefuseToHide(mountPoint);
         var m = new FuseMount(fs, log, mountPoint, timeout);
         m._ops = (Ops*)NativeMemory.AllocZeroed((nuint)sizeof(Ops));
         m._ops->Init = (nint)(delegate* unmanaged<void*, ConnInfo*, void>)&OnInit;

@@ -4,10 +4,16 @@
 // and answers are cached at every level. Files travel as chunks: a chunk is relayed to
 // the children as soon as it arrives here (see Transfer).
 //
-// Patience: a parent that says nothing about a request for `patience` (it sends Alive
-// messages while it works) is taken as gone; the request, and every later one in that
-// tree, is answered from the real file system (counted as degraded), never left hanging.
+// Patience: a parent that sends nothing at all for `patience` while a request waits on it
+// is taken as gone; the request, and every later one in that tree, is answered from the
+// real file system (counted as degraded), never left hanging. Silence is measured from the
+// last message of any kind heard from that parent, not from the start of the request: a
+// parent sends each child with a request in service an Alive message several times per
+// patience (from a thread of its own, whatever the request is doing: waiting on its own
+// parent, reading the file system, relaying a large file), so a long transfer is never
+// taken for a death, and a dead parent is noticed within `patience`.
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Text.Json;
 using System.Threading.Channels;
 using Copper.Interop;
@@ -25,7 +31,12 @@ internal sealed partial class TreeAgent : IUpstream
     private ILogger _log = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
     private LocalFileSystemUpstream _local = null!;
     private TimeSpan _patience;
+    private long _patienceTicks;
     private TimeSpan _aliveEvery;
+    private long[] _lastHeard = [];   // by rank: Stopwatch timestamp of its last message
+    private int[] _inService = [];    // by rank: its requests this agent is serving now
+    private int[] _children = [];     // every child, in any tree
+    private readonly CancellationTokenSource _quiet = new();  // ends the keep-alives
     private readonly ConcurrentDictionary<ulong, Channel<byte[]>> _pending = new();
     private readonly List<(int Source, byte[] Message)> _early = [];
     private bool[] _parentDown = [];
@@ -91,12 +102,18 @@ internal sealed partial class TreeAgent : IUpstream
         _log = log;
         _local = local;
         _patience = patience;
-        _aliveEvery = TimeSpan.FromMilliseconds(Math.Max(100, patience.TotalMilliseconds / 3));
+        _patienceTicks = (long)(patience.TotalSeconds * Stopwatch.Frequency);
+        // Five keep-alives per patience, at most one a second: one or two lost to a busy
+        // machine still leave the child well inside its patience.
+        _aliveEvery = TimeSpan.FromMilliseconds(Math.Clamp(patience.TotalMilliseconds / 5, 50, 1000));
         _mpi = mpi;
         _topo = topo;
         _rank = mpi.Rank;
         _cache = cache;
         _parentDown = new bool[topo.Trees];
+        _lastHeard = new long[topo.Size];
+        _inService = new int[topo.Size];
+        _children = Enumerable.Range(0, topo.Trees).SelectMany(t => topo.Children(t, _rank)).Distinct().ToArray();
         lock (_joinLock)
         {
             _childrenMissing = _topo.Children(0, _rank).Count();
@@ -117,6 +134,10 @@ internal sealed partial class TreeAgent : IUpstream
             _early.Clear();
             Volatile.Write(ref _started, true);
         }
+        if (_children.Length > 0)
+        {
+            new Thread(KeepAliveLoop) { IsBackground = true, Name = "copper-alive" }.Start();
+        }
         for (int t = 0; t < _topo.Trees; t++)
         {
             int parent = _topo.Parent(t, _rank);
@@ -131,6 +152,7 @@ internal sealed partial class TreeAgent : IUpstream
     /// <summary>Tells every child (in every tree) that the job stops; waits a little for the sends.</summary>
     public async Task StopChildrenAsync(TimeSpan wait)
     {
+        _quiet.Cancel();
         var sends = new List<Task>();
         var done = new HashSet<int>();
         for (int t = 0; t < _topo.Trees; t++)
@@ -285,7 +307,7 @@ internal sealed partial class TreeAgent : IUpstream
             AllowSynchronousContinuations = op != TreeOp.Fetch,
         });
         _pending[id] = ch;
-        var call = new Call(this, id, tree, ch);
+        var call = new Call(this, id, tree, parent, ch);
         _counters.Forwarded();
         Task sent = Send(parent, TreeWire.Request(op, tree, id, arg, path));
         if (!sent.IsCompletedSuccessfully)
@@ -322,33 +344,39 @@ internal sealed partial class TreeAgent : IUpstream
 
     private Task Send(int dest, byte[] message) => _mpi!.SendAsync(dest, message);
 
-    private sealed class Call(TreeAgent agent, ulong id, int tree, Channel<byte[]> replies) : IDisposable
+    private sealed class Call(TreeAgent agent, ulong id, int tree, int parent, Channel<byte[]> replies) : IDisposable
     {
         /// <summary>The next message about this request; null when the parent went quiet for too long.</summary>
         public async ValueTask<byte[]?> NextAsync(CancellationToken ct)
         {
+            // Time this agent spent elsewhere (writing the previous chunk) is not the parent's silence.
+            long since = Stopwatch.GetTimestamp();
             while (true)
             {
+                if (replies.Reader.TryRead(out byte[]? m))
+                {
+                    return m;
+                }
+                long deadline = Math.Max(since, Volatile.Read(ref agent._lastHeard[parent])) + agent._patienceTicks;
+                long left = deadline - Stopwatch.GetTimestamp();
+                if (left <= 0)
+                {
+                    agent._counters.ParentTimeout();
+                    agent.MarkDown(tree, $"silent for {agent._patience.TotalSeconds:0.#} s");
+                    return null;
+                }
                 using var patience = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                patience.CancelAfter(agent._patience);
-                byte[] m;
+                patience.CancelAfter(TimeSpan.FromSeconds((double)left / Stopwatch.Frequency) + TimeSpan.FromMilliseconds(1));
                 try
                 {
-                    m = await replies.Reader.ReadAsync(patience.Token);
+                    if (!await replies.Reader.WaitToReadAsync(patience.Token))
+                    {
+                        return null;
+                    }
                 }
                 catch (OperationCanceledException) when (!ct.IsCancellationRequested)
                 {
-                    agent._counters.ParentTimeout();
-                    agent.MarkDown(tree, $"no answer within {agent._patience.TotalSeconds:0.#} s");
-                    return null;
-                }
-                catch (ChannelClosedException)
-                {
-                    return null;
-                }
-                if (m[0] != (byte)TreeKind.Alive)
-                {
-                    return m;
+                    // Deadline reached: look again, the parent may have spoken meanwhile.
                 }
             }
         }
@@ -360,6 +388,10 @@ internal sealed partial class TreeAgent : IUpstream
 
     private void Handle(int source, byte[] m)
     {
+        if ((uint)source < (uint)_lastHeard.Length)
+        {
+            Volatile.Write(ref _lastHeard[source], Stopwatch.GetTimestamp());
+        }
         if (!TreeWire.TryReadHead(m, out TreeHead h))
         {
             LogMalformed(_log, source, m.Length);
@@ -369,14 +401,17 @@ internal sealed partial class TreeAgent : IUpstream
         {
             case TreeKind.Request:
                 _counters.ChildRequest();
+                Interlocked.Increment(ref _inService[source]);
                 _ = Task.Run(() => ServeAsync(source, h, m));
                 break;
-            case TreeKind.Reply or TreeKind.Chunk or TreeKind.Alive:
+            case TreeKind.Reply or TreeKind.Chunk:
                 if (_pending.TryGetValue(h.Id, out Channel<byte[]>? ch))
                 {
                     ch.Writer.TryWrite(m);
                 }
                 break;
+            case TreeKind.Alive:
+                break;  // heard (above): that is all it says
             case TreeKind.Join:
                 _ = Send(source, TreeWire.Control(TreeKind.JoinAck, h.Tree));
                 break;
@@ -450,19 +485,19 @@ internal sealed partial class TreeAgent : IUpstream
             switch (h.Op)
             {
                 case TreeOp.Stat or TreeOp.Lstat:
-                    StatAnswer sa = await KeepAlive(child, h.Id, cache.StatAsync(path, h.Op == TreeOp.Stat, ct));
+                    StatAnswer sa = await cache.StatAsync(path, h.Op == TreeOp.Stat, ct);
                     await Send(child, TreeWire.StatReply(h.Op, h.Id, sa));
                     break;
                 case TreeOp.ReadLink:
-                    LinkAnswer la = await KeepAlive(child, h.Id, cache.ReadLinkAsync(path, ct));
+                    LinkAnswer la = await cache.ReadLinkAsync(path, ct);
                     await Send(child, TreeWire.BytesReply(h.Op, h.Id, la.Status, la.Target));
                     break;
                 case TreeOp.Access:
-                    int aa = await KeepAlive(child, h.Id, cache.AccessAsync(path, (int)arg, ct));
+                    int aa = await cache.AccessAsync(path, (int)arg, ct);
                     await Send(child, TreeWire.BytesReply(h.Op, h.Id, aa, []));
                     break;
                 case TreeOp.ListDir:
-                    DirAnswer da = await KeepAlive(child, h.Id, cache.ListDirAsync(path, ct));
+                    DirAnswer da = await cache.ListDirAsync(path, ct);
                     await Send(child, TreeWire.DirReply(h.Id, da));
                     break;
                 case TreeOp.Fetch:
@@ -478,18 +513,29 @@ internal sealed partial class TreeAgent : IUpstream
             // The child gives up on its own (patience) if even this cannot be sent.
             LogServeFailed(_log, child, ex.Message);
         }
+        finally
+        {
+            Interlocked.Decrement(ref _inService[child]);
+        }
     }
 
-    private async Task<T> KeepAlive<T>(int child, ulong id, Task<T> work)
+    /// <summary>
+    /// Every <see cref="_aliveEvery"/>, an Alive message to each child with a request in service.
+    /// A thread of its own, so keep-alives go out however busy the thread pool is with the work.
+    /// </summary>
+    private void KeepAliveLoop()
     {
-        while (!work.IsCompleted)
+        byte[] alive = TreeWire.Control(TreeKind.Alive, 0);
+        while (!_quiet.Token.WaitHandle.WaitOne(_aliveEvery) && !_stopping.IsCancellationRequested)
         {
-            if (await Task.WhenAny(work, Task.Delay(_aliveEvery)) != work)
+            foreach (int c in _children)
             {
-                _ = Send(child, TreeWire.Message(TreeKind.Alive, TreeOp.None, 0, 0, 0, id, 0));
+                if (Volatile.Read(ref _inService[c]) > 0)
+                {
+                    _ = Send(c, alive);
+                }
             }
         }
-        return await work;
     }
 
     private async Task ServeFetchAsync(int child, ulong id, string path, NodeCache cache, CancellationToken ct)
@@ -497,14 +543,14 @@ internal sealed partial class TreeAgent : IUpstream
         Task<OpenAnswer> open = cache.OpenAsync(path, ct);
         Transfer? t = cache.InFlight(path);
         var window = new Queue<Task>();
-        if (t != null && await KeepAlive(child, id, t.Header))
+        if (t != null && await t.Header)
         {
             // Relay chunk by chunk while the file is still arriving here.
             await Send(child, TreeWire.FetchReply(id, 0, OpenKind.File, t.St, t.Size));
             int i = 0;
             for (; ; i++)
             {
-                WireChunk? c = await KeepAlive(child, id, t.GetAsync(i, ct).AsTask());
+                WireChunk? c = await t.GetAsync(i, ct);
                 if (c == null)
                 {
                     break;
@@ -518,7 +564,7 @@ internal sealed partial class TreeAgent : IUpstream
             await Task.WhenAll(window);
             return;
         }
-        OpenAnswer a = await KeepAlive(child, id, open);
+        OpenAnswer a = await open;
         if (a.Status != 0 || a.Kind != OpenKind.File)
         {
             await Send(child, TreeWire.FetchReply(id, a.Status, a.Kind, a.St, 0));

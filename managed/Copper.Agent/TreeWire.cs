@@ -8,7 +8,8 @@
 //         Fetch u32 kind, u32 0, i64 size, copper_stat (then Chunk messages follow)
 // Chunk   aux = index, flags bit 0 = LZ4; i32 raw length, then the chunk.
 //         status != 0 ends the transfer early (the file could not be relayed)
-// Alive   "still working on request id" (resets the child's patience)
+// Alive   id 0: "still serving your requests", about once a second to each child with a
+//         request in service. Any message from a parent resets the child's patience.
 // Join / JoinAck (per tree), Subtree (aux = nodes joined below and at the sender), Shutdown
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;

@@ -321,6 +321,83 @@ public class TreeTests
     }
 
     [Fact]
+    public void KilledInteriorAgentItsSubtreeFinishesWithinSecondsWithTheDefaultPatience()
+    {
+        // No -P: the default patience. Node 1 is interior (0 -> {1, 2}, 1 -> {3}); its subtree's
+        // ranks (nodes 1 and 3) import while its agent dies. The agent is frozen first so the
+        // kill lands while node 3's requests wait on it (mid-import for sure), then killed.
+        using var job = new CopperJob(4, "interiordefault");
+        job.LaunchOrFail();
+        int interior = job.AgentPid(1);
+        string code = Path.Combine(job.Root, "code.py");
+        File.WriteAllText(code, CopperJob.NumpyCode);
+        string ranks = string.Join("\n", new[] { 1, 3 }.SelectMany(n => new[] { 0, 1 }.Select(r =>
+            $"( {job.Through(n)} PYTHONPATH={job.Prefix}{CopperJob.Packages} {Harness.Python} {code} >{job.Root}/out.{n}.{r} 2>&1; echo $? >{job.Root}/rc.{n}.{r} ) &")));
+        string script = $"""
+            set -u
+            kill -STOP {interior}
+            {ranks}
+            sleep 1
+            ls {job.Root} | grep -c '^rc\.' >{job.Root}/finished-before-kill
+            kill -KILL {interior}
+            killed=$EPOCHREALTIME
+            wait
+            echo "$killed $EPOCHREALTIME" >{job.Root}/times
+            """;
+        ProcResult r = Harness.Bash(script, timeoutMs: 240_000);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Equal("0", File.ReadAllText(Path.Combine(job.Root, "finished-before-kill")).Trim());
+        string expected = Direct().Replace(CopperJob.Packages, job.Prefix + CopperJob.Packages, StringComparison.Ordinal);
+        foreach (int node in new[] { 1, 3 })
+        {
+            for (int rank = 0; rank < 2; rank++)
+            {
+                Assert.Equal("0", File.ReadAllText(Path.Combine(job.Root, $"rc.{node}.{rank}")).Trim());
+                Assert.Equal(expected, File.ReadAllText(Path.Combine(job.Root, $"out.{node}.{rank}")).Trim());
+            }
+        }
+        double[] t = File.ReadAllText(Path.Combine(job.Root, "times")).Split(' ').Select(x => double.Parse(x, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        Assert.True(t[1] - t[0] < 10, $"the subtree's ranks finished {t[1] - t[0]:0.0} s after the kill");
+        JsonElement node3 = job.Stats()[3];
+        Assert.True(Num(node3, "parent_timeouts") >= 1);
+        Assert.True(node3.GetProperty("parent_down")[0].GetBoolean());
+        // The rest of the tree is unaffected: node 2 is still served by the tree.
+        AssertAllImported(job, job.Python([2], ranks: 1));
+        JsonElement node2 = job.Stats()[2];
+        Assert.Equal(0, Num(node2, "pfs_ops"));
+        Assert.Equal(0, Num(node2, "degraded"));
+    }
+
+    [Fact]
+    public void ParentWaitingOnAFrozenRootKeepsItsChildPatient()
+    {
+        // Default -P. The root is frozen longer than the patience: node 1 gives up on it and
+        // reads the file system, while node 3, whose requests wait on node 1 all that time,
+        // hears node 1's keep-alives and never takes it for dead.
+        using var job = new CopperJob(4, "busyparent");
+        job.LaunchOrFail();
+        int root = job.AgentPid(0);
+        Harness.Run("kill", ["-STOP", root.ToString()]);
+        List<(int Node, int Rank, ProcResult Result)> runs;
+        try
+        {
+            runs = job.Python([3], ranks: 1);
+        }
+        finally
+        {
+            Harness.Run("kill", ["-CONT", root.ToString()]);
+        }
+        AssertAllImported(job, runs);
+        Dictionary<int, JsonElement> stats = job.Stats();
+        Assert.True(Num(stats[1], "parent_timeouts") >= 1, "node 1 did not give up on the frozen root");
+        Assert.True(Num(stats[1], "pfs_ops") > 0);
+        Assert.Equal(0, Num(stats[3], "parent_timeouts"));
+        Assert.Equal(0, Num(stats[3], "degraded"));
+        Assert.Equal(0, Num(stats[3], "pfs_ops"));
+        Assert.True(Num(stats[3], "bytes_from_parent") > 0);
+    }
+
+    [Fact]
     public void KilledInteriorAgentTheApplicationsStillFinish()
     {
         using var job = new CopperJob(4, "interiorkill", "-P 2");
