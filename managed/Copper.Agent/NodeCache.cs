@@ -166,6 +166,31 @@ internal sealed partial class NodeCache
         return Encoding.UTF8.GetByteCount(name) > NameMax ? Interop.Libc.ENAMETOOLONG : Interop.Libc.ENOENT;
     }
 
+    /// <summary>
+    /// The bytes just materialized are the version <paramref name="st"/> describes (the root
+    /// stat'ed the descriptor it read). If the file changed since this node answered its stat,
+    /// the path's metadata becomes that version's, so size and bytes never come from two
+    /// versions; clients that see the OPEN reply replace what they cached the same way.
+    /// </summary>
+    private void AdoptVersion(string path, in CopperStat st)
+    {
+        var fresh = Task.FromResult(new StatAnswer(0, st));
+        if (!_stat.TryGetValue(path, out Task<StatAnswer>? s) || !s.IsCompletedSuccessfully || s.Result.Status != 0 || !SameVersion(s.Result.St, st))
+        {
+            _stat[path] = fresh;
+        }
+        // A symlink's own lstat stays; a regular file's is its stat.
+        if (_lstat.TryGetValue(path, out Task<StatAnswer>? l) && l.IsCompletedSuccessfully && l.Result.Status == 0
+            && (l.Result.St.Mode & 0xF000) == Interop.Libc.S_IFREG && !SameVersion(l.Result.St, st))
+        {
+            _lstat[path] = fresh;
+        }
+    }
+
+    private static bool SameVersion(in CopperStat a, in CopperStat b) =>
+        a.Dev == b.Dev && a.Ino == b.Ino && a.Size == b.Size && a.MtimeSec == b.MtimeSec && a.MtimeNsec == b.MtimeNsec
+        && a.CtimeSec == b.CtimeSec && a.CtimeNsec == b.CtimeNsec;
+
     /// <summary>NAME_MAX: the longest name a Linux file system accepts, in bytes.</summary>
     private const int NameMax = 255;
 
@@ -206,6 +231,7 @@ internal sealed partial class NodeCache
             SetTimes(sink.TempPath, fetched.St);
             File.Move(sink.TempPath, local, overwrite: true);
             sink.TempPath = null;
+            AdoptVersion(path, fetched.St);
             outcome = 0;
             return new OpenAnswer(0, OpenKind.File, fetched.St, Encoding.UTF8.GetBytes(local));
         }

@@ -1,6 +1,7 @@
 /*
  * Per-process cache of STAT / LSTAT / ACCESS / READLINK answers, negative ones too.
- * The job's view of the file system is a snapshot, so entries never expire.
+ * The job's view of the file system is a snapshot, so entries never expire; only an
+ * OPEN reply naming a newer version of a file replaces what was cached of it.
  * cache_mutex is held only around table operations: never across a real call or a
  * socket round trip.
  */
@@ -55,8 +56,23 @@ int copper_cache_get(uint8_t op, int mode, const char *real, int *status, void *
     return found;
 }
 
+static void cache_insert(uint8_t op, int mode, const char *real, int status, const void *buf,
+                         size_t len, int replace);
+
 void copper_cache_put(uint8_t op, int mode, const char *real, int status, const void *buf,
                       size_t len)
+{
+    cache_insert(op, mode, real, status, buf, len, 0);
+}
+
+void copper_cache_replace(uint8_t op, int mode, const char *real, int status, const void *buf,
+                          size_t len)
+{
+    cache_insert(op, mode, real, status, buf, len, 1);
+}
+
+static void cache_insert(uint8_t op, int mode, const char *real, int status, const void *buf,
+                         size_t len, int replace)
 {
     if (status < 0)
         return; /* Copper's own failures are not answers */
@@ -75,10 +91,19 @@ void copper_cache_put(uint8_t op, int mode, const char *real, int status, const 
         memcpy(e->data, buf, len);
     pthread_mutex_lock(&cache_mutex);
     entry **b = &buckets[e->hash % NBUCKETS];
-    for (entry *o = *b; o; o = o->next) {
+    for (entry **at = b; *at; at = &(*at)->next) {
+        entry *o = *at;
         if (o->hash == e->hash && o->op == op && o->mode == mode && strcmp(o->path, real) == 0) {
+            if (!replace) {
+                pthread_mutex_unlock(&cache_mutex);
+                free(e);
+                return;
+            }
+            /* Readers copy under the lock, so the old entry can go. */
+            e->next = o->next;
+            *at = e;
             pthread_mutex_unlock(&cache_mutex);
-            free(e);
+            free(o);
             return;
         }
     }

@@ -195,7 +195,16 @@ int copper_ask_open(const char *real, uint32_t *kind, char *local, copper_stat *
         local[n - sizeof rep] = '\0';
         *kind = rep.kind;
         *st = rep.st;
-        copper_cache_put(COPPER_OP_STAT, 0, real, 0, &rep.st, sizeof rep.st);
+        /* The reply describes the bytes the file now has: if it changed since this process
+           stat'ed it, its metadata follows (a regular file's lstat is its stat). */
+        copper_cache_replace(COPPER_OP_STAT, 0, real, 0, &rep.st, sizeof rep.st);
+        copper_stat old;
+        size_t olen = 0;
+        int ostatus;
+        if (rep.kind == COPPER_OPEN_FILE &&
+            copper_cache_get(COPPER_OP_LSTAT, 0, real, &ostatus, &old, sizeof old, &olen) &&
+            ostatus == 0 && olen == sizeof old && S_ISREG(old.mode))
+            copper_cache_replace(COPPER_OP_LSTAT, 0, real, 0, &rep.st, sizeof rep.st);
     } else if (status > 0) {
         copper_cache_put(COPPER_OP_STAT, 0, real, status, NULL, 0);
     }

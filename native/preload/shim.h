@@ -120,6 +120,9 @@ int copper_cache_get(uint8_t op, int mode, const char *real, int *status, void *
                      size_t *len);
 void copper_cache_put(uint8_t op, int mode, const char *real, int status, const void *buf,
                       size_t len);
+/* The same, replacing an existing entry (a file's metadata once its bytes are known). */
+void copper_cache_replace(uint8_t op, int mode, const char *real, int status, const void *buf,
+                          size_t len);
 void copper_cache_atfork_child(void);
 
 /*

@@ -1,4 +1,4 @@
-// Issue 9, items 4, 7 and 10: the same answers as a read-only mount of the file system, in
+// Issue 9, items 4, 7, 10 and 11: the same answers as a read-only mount of the file system, in
 // the corners: a path through Copper's own prefix, mutations (the path's own error before
 // EROFS), and a Copper path used from a signal handler that interrupted the shim. Items 6
 // and 8 (trailing slashes, names longer than NAME_MAX) are cases of the errno differentials
@@ -22,6 +22,36 @@ public class SemanticsTests
         int handled = int.Parse(counts[0]), failed = int.Parse(counts[1]);
         Assert.True(handled >= 200, $"only {handled} signals arrived");
         Assert.True(failed == 0, $"{failed} of {handled} stats from the signal handler failed");
+    }
+
+    [Fact]
+    public void FileThatChangedAfterItsStatKeepsSizeAndBytesFromOneVersion()
+    {
+        using var agent = new AgentProcess("version");
+        string file = Path.Combine(agent.Root, "changing.txt");
+        File.WriteAllText(file, "old\n");
+        string script = @"
+import os
+P, F = os.environ['P'], os.environ['F']
+before = os.stat(P + F).st_size
+with open(F, 'w') as f:
+    f.write('the new version, 27 bytes.\n')
+data = open(P + F, 'rb').read()
+fd = os.open(P + F, os.O_RDONLY)
+fsize = os.fstat(fd).st_size
+os.close(fd)
+print(before, len(data), fsize, os.stat(P + F).st_size, os.lstat(P + F).st_size)
+";
+        var env = agent.ClientEnv(audit: false);
+        env["P"] = agent.Prefix;
+        env["F"] = file;
+        ProcResult r = Harness.Run(Harness.Python, new[] { "-c", script }, env);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        // The stat before the change saw the old version; once the bytes are read, every
+        // answer about the path is the new version's.
+        Assert.Equal("4 27 27 27 27", r.Stdout.Trim());
+        ProcResult later = Harness.Run(Harness.Python, new[] { "-c", "import os; print(os.stat(os.environ['P'] + os.environ['F']).st_size)" }, env);
+        Assert.Equal("27", later.Stdout.Trim());
     }
 
     [Fact]
