@@ -32,6 +32,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
     private long _nextIno = 1;
     private long _nextFh;
     private nint _session;
+    private readonly ConcurrentDictionary<ulong, byte> _staleTold = new();
     private Thread? _loop;
     private Ops* _ops;
     private volatile bool _noOpen;
@@ -370,6 +371,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
                 return;
             }
             OpenAnswer a = m._fs.Open(path);
+            m.ForgetStaleAttributes(ino, a);
             if (m._noOpen && a.Status <= 0 && a.Kind != OpenKind.Dir)
             {
                 // "No open needed": reads then come with fh 0 and are served by inode.
@@ -488,6 +490,19 @@ internal sealed unsafe partial class FuseMount : IDisposable
     }
 
     /// <summary>The node-local copy of inode <paramref name="ino"/> (or the real file when Copper does not cache it).</summary>
+    /// <summary>
+    /// The file changed after the kernel was given its attributes: tell it to ask again (only the
+    /// attributes, so no page lock is taken inside a request), so the size it clips reads at
+    /// becomes the size of the bytes served. Once per inode.
+    /// </summary>
+    private void ForgetStaleAttributes(ulong ino, OpenAnswer a)
+    {
+        if (a.Changed && _session != 0 && _staleTold.TryAdd(ino, 0))
+        {
+            NotifyInvalInode(_session, ino, -1, 0);
+        }
+    }
+
     private int OpenByInode(ulong ino, out SafeFileHandle? h)
     {
         h = null;
@@ -496,6 +511,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
             return ENOENT;
         }
         OpenAnswer a = _fs.Open(path);
+        ForgetStaleAttributes(ino, a);
         if (a.Status > 0)
         {
             return a.Status;

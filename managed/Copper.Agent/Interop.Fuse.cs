@@ -106,6 +106,7 @@ internal static unsafe partial class Interop
         public static delegate* unmanaged<nint, void> ReplyNone;
         public static delegate* unmanaged<nint, byte*, nuint, byte*, Libc.StatBuf*, long, nuint> AddDirentry;
         public static delegate* unmanaged<nint, byte*, nuint, byte*, EntryParam*, long, nuint> AddDirentryPlus;
+        public static delegate* unmanaged<nint, ulong, long, long, int> NotifyInvalInode;
 
         [LibraryImport("libc", EntryPoint = "dlvsym")]
         private static partial nint DlVSym(nint handle, byte* symbol, byte* version);
@@ -145,6 +146,7 @@ internal static unsafe partial class Interop
             ReplyNone = (delegate* unmanaged<nint, void>)Sym(lib, "fuse_reply_none", "FUSE_3.0");
             AddDirentry = (delegate* unmanaged<nint, byte*, nuint, byte*, Libc.StatBuf*, long, nuint>)Sym(lib, "fuse_add_direntry", "FUSE_3.0");
             AddDirentryPlus = (delegate* unmanaged<nint, byte*, nuint, byte*, EntryParam*, long, nuint>)Sym(lib, "fuse_add_direntry_plus", "FUSE_3.0");
+            NotifyInvalInode = (delegate* unmanaged<nint, ulong, long, long, int>)Sym(lib, "fuse_lowlevel_notify_inval_inode", "FUSE_3.0");
         }
     }
 }

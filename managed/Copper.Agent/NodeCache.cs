@@ -11,7 +11,12 @@ using Microsoft.Extensions.Logging;
 
 namespace Copper.Agent;
 
-internal sealed record OpenAnswer(int Status, OpenKind Kind, CopperStat St, byte[] LocalPath);
+/// <summary>
+/// An open's outcome. <paramref name="Changed"/>: the file changed after this node answered
+/// its stat, and the metadata now describes the bytes materialized (a kernel that cached the
+/// old attributes must be told).
+/// </summary>
+internal sealed record OpenAnswer(int Status, OpenKind Kind, CopperStat St, byte[] LocalPath, bool Changed = false);
 
 internal sealed partial class NodeCache
 {
@@ -172,19 +177,24 @@ internal sealed partial class NodeCache
     /// the path's metadata becomes that version's, so size and bytes never come from two
     /// versions; clients that see the OPEN reply replace what they cached the same way.
     /// </summary>
-    private void AdoptVersion(string path, in CopperStat st)
+    /// <returns>True when an answer of another version was replaced.</returns>
+    private bool AdoptVersion(string path, in CopperStat st)
     {
         var fresh = Task.FromResult(new StatAnswer(0, st));
+        bool changed = false;
         if (!_stat.TryGetValue(path, out Task<StatAnswer>? s) || !s.IsCompletedSuccessfully || s.Result.Status != 0 || !SameVersion(s.Result.St, st))
         {
+            changed = s is { IsCompletedSuccessfully: true } && s.Result.Status == 0;
             _stat[path] = fresh;
         }
         // A symlink's own lstat stays; a regular file's is its stat.
         if (_lstat.TryGetValue(path, out Task<StatAnswer>? l) && l.IsCompletedSuccessfully && l.Result.Status == 0
             && (l.Result.St.Mode & 0xF000) == Interop.Libc.S_IFREG && !SameVersion(l.Result.St, st))
         {
+            changed = true;
             _lstat[path] = fresh;
         }
+        return changed;
     }
 
     private static bool SameVersion(in CopperStat a, in CopperStat b) =>
@@ -231,9 +241,9 @@ internal sealed partial class NodeCache
             SetTimes(sink.TempPath, fetched.St);
             File.Move(sink.TempPath, local, overwrite: true);
             sink.TempPath = null;
-            AdoptVersion(path, fetched.St);
+            bool changed = AdoptVersion(path, fetched.St);
             outcome = 0;
-            return new OpenAnswer(0, OpenKind.File, fetched.St, Encoding.UTF8.GetBytes(local));
+            return new OpenAnswer(0, OpenKind.File, fetched.St, Encoding.UTF8.GetBytes(local), changed);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

@@ -55,6 +55,27 @@ print(before, len(data), fsize, os.stat(P + F).st_size, os.lstat(P + F).st_size)
     }
 
     [Fact]
+    public void FileThatChangedAfterItsStatReadsWholeThroughTheMount()
+    {
+        using var agent = new AgentProcess("versionmount", null, true);
+        string file = Path.Combine(agent.Root, "changing.txt");
+        File.WriteAllText(file, "old\n");
+        // The kernel caches the first size it is told; the bytes served are a later version's.
+        string script = @"
+import os
+M, F = os.environ['M'], os.environ['F']
+before = os.stat(M + F).st_size
+with open(F, 'w') as f:
+    f.write('the new version, 27 bytes.\n')
+data = open(M + F, 'rb').read()
+print(before, len(data), data == open(F, 'rb').read(), os.stat(M + F).st_size)
+";
+        ProcResult r = Harness.Run(Harness.Python, new[] { "-c", script }, new Dictionary<string, string?>(NoShim) { ["M"] = agent.Prefix, ["F"] = file });
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Equal("4 27 True 27", r.Stdout.Trim());
+    }
+
+    [Fact]
     public void PathThroughItsOwnPrefixResolvesWithoutReenteringTheMount()
     {
         using var agent = new AgentProcess("selfprefix", null, true);
