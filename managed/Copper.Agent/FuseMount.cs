@@ -203,7 +203,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
         });
 
     private static string Join(string dir, ReadOnlySpan<byte> name) =>
-        (dir == "/" ? "/" : dir + "/") + Encoding.UTF8.GetString(name);
+        (dir == "/" ? "/" : dir + "/") + PathBytes.Decode(name);
 
     private static ReadOnlySpan<byte> CString(byte* p) => MemoryMarshal.CreateReadOnlySpanFromNullTerminated(p);
 
@@ -259,7 +259,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
     [UnmanagedCallersOnly]
     private static void OnLookup(nint req, ulong parent, byte* name)
     {
-        string n = Encoding.UTF8.GetString(CString(name));
+        string n = PathBytes.Decode(CString(name));
         Guard(req, FuseOp.Lookup, m =>
         {
             if (!m._pathOf.TryGetValue(parent, out string? dir))
@@ -381,7 +381,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
             string file;
             if (a.Status == 0 && a.Kind == OpenKind.File)
             {
-                file = Encoding.UTF8.GetString(a.LocalPath);
+                file = PathBytes.Decode(a.LocalPath);
             }
             else if (a.Status == 0 && a.Kind == OpenKind.Dir)
             {
@@ -397,19 +397,10 @@ internal sealed unsafe partial class FuseMount : IDisposable
             {
                 file = path; // larger than -M, or Copper cannot: the real file, as the shim does
             }
-            SafeFileHandle h;
-            try
+            int openErr = OpenRead(file, out SafeFileHandle? h);
+            if (openErr != 0 || h == null)
             {
-                h = File.OpenHandle(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            }
-            catch (FileNotFoundException)
-            {
-                ReplyErr(req, ENOENT);
-                return;
-            }
-            catch (UnauthorizedAccessException)
-            {
-                ReplyErr(req, 13 /* EACCES */);
+                ReplyErr(req, openErr);
                 return;
             }
             ulong fh = (ulong)Interlocked.Increment(ref m._nextFh);
@@ -503,6 +494,22 @@ internal sealed unsafe partial class FuseMount : IDisposable
         }
     }
 
+    /// <summary>
+    /// Opens <paramref name="file"/> for reading by the bytes it stands for (File.OpenHandle would
+    /// re-encode a name that is not UTF-8). 0 or an errno.
+    /// </summary>
+    private static int OpenRead(string file, out SafeFileHandle? h)
+    {
+        int fd = Interop.Libc.Open(file, Interop.Libc.O_RDONLY | Interop.Libc.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            h = null;
+            return Interop.Libc.Errno;
+        }
+        h = new SafeFileHandle(fd, ownsHandle: true);
+        return 0;
+    }
+
     private int OpenByInode(ulong ino, out SafeFileHandle? h)
     {
         h = null;
@@ -520,20 +527,8 @@ internal sealed unsafe partial class FuseMount : IDisposable
         {
             return EISDIR;
         }
-        string file = a.Status == 0 ? Encoding.UTF8.GetString(a.LocalPath) : path;
-        try
-        {
-            h = File.OpenHandle(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            return 0;
-        }
-        catch (FileNotFoundException)
-        {
-            return ENOENT;
-        }
-        catch (UnauthorizedAccessException)
-        {
-            return 13;
-        }
+        string file = a.Status == 0 ? PathBytes.Decode(a.LocalPath) : path;
+        return OpenRead(file, out h);
     }
 
     /// <summary>The entries of the directory at <paramref name="ino"/>; null with an errno when it cannot be listed.</summary>

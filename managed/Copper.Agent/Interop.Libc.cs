@@ -53,16 +53,16 @@ internal static partial class Interop
             public long Nsec;
         }
 
-        [LibraryImport(Lib, EntryPoint = "stat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        [LibraryImport(Lib, EntryPoint = "stat", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller), SetLastError = true)]
         internal static partial int Stat(string path, out StatBuf buf);
 
-        [LibraryImport(Lib, EntryPoint = "lstat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        [LibraryImport(Lib, EntryPoint = "lstat", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller), SetLastError = true)]
         internal static partial int Lstat(string path, out StatBuf buf);
 
         [LibraryImport(Lib, EntryPoint = "fstat", SetLastError = true)]
         internal static partial int Fstat(int fd, out StatBuf buf);
 
-        [LibraryImport(Lib, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        [LibraryImport(Lib, EntryPoint = "open", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller), SetLastError = true)]
         internal static partial int Open(string path, int flags, int mode);
 
         internal const int EFD_CLOEXEC = 0x80000;
@@ -98,13 +98,13 @@ internal static partial class Interop
         [LibraryImport(Lib, EntryPoint = "read", SetLastError = true)]
         internal static unsafe partial nint Read(int fd, byte* buf, nint count);
 
-        [LibraryImport(Lib, EntryPoint = "access", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        [LibraryImport(Lib, EntryPoint = "access", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller), SetLastError = true)]
         internal static partial int Access(string path, int mode);
 
-        [LibraryImport(Lib, EntryPoint = "readlink", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        [LibraryImport(Lib, EntryPoint = "readlink", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller), SetLastError = true)]
         internal static unsafe partial nint ReadLink(string path, byte* buf, nint size);
 
-        [LibraryImport(Lib, EntryPoint = "opendir", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        [LibraryImport(Lib, EntryPoint = "opendir", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller), SetLastError = true)]
         internal static partial nint OpenDir(string path);
 
         [LibraryImport(Lib, EntryPoint = "readdir64", SetLastError = true)]
@@ -113,8 +113,26 @@ internal static partial class Interop
         [LibraryImport(Lib, EntryPoint = "closedir", SetLastError = true)]
         internal static partial int CloseDir(nint dir);
 
-        [LibraryImport(Lib, EntryPoint = "utimensat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+        [LibraryImport(Lib, EntryPoint = "utimensat", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller), SetLastError = true)]
         internal static unsafe partial int Utimensat(int dirfd, string path, Timespec* times, int flags);
+
+        // Paths go through PathMarshaller: the bytes a path string stands for, not a re-encoding.
+        [LibraryImport(Lib, EntryPoint = "mkdir", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller), SetLastError = true)]
+        internal static partial int Mkdir(string path, int mode);
+
+        [LibraryImport(Lib, EntryPoint = "rename", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller), SetLastError = true)]
+        internal static partial int Rename(string from, string to);
+
+        [LibraryImport(Lib, EntryPoint = "chmod", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller), SetLastError = true)]
+        internal static partial int Chmod(string path, int mode);
+
+        [LibraryImport(Lib, EntryPoint = "unlink", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller), SetLastError = true)]
+        internal static partial int Unlink(string path);
+
+        internal const int O_WRONLY = 1;
+        internal const int O_CREAT = 0x40;
+        internal const int O_EXCL = 0x80;
+        internal const int EEXIST = 17;
 
         [LibraryImport(Lib, EntryPoint = "getuid")]
         internal static partial uint GetUid();

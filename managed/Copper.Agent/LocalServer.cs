@@ -434,7 +434,7 @@ internal sealed partial class LocalServer : IDisposable
             }
             else
             {
-                string child = prefix + System.Text.Encoding.UTF8.GetString(e.Name);
+                string child = prefix + PathBytes.Decode(e.Name);
                 var p = new CopperDirentPlus
                 {
                     De = d,

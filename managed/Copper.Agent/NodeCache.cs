@@ -91,7 +91,7 @@ internal sealed partial class NodeCache
                 var names = new HashSet<string>(answer.Entries.Count, StringComparer.Ordinal);
                 foreach (DirEntry e in answer.Entries)
                 {
-                    names.Add(Encoding.UTF8.GetString(e.Name));
+                    names.Add(PathBytes.Decode(e.Name));
                 }
                 _dirNames[p] = names;
             }
@@ -168,7 +168,7 @@ internal sealed partial class NodeCache
         {
             return 0;
         }
-        return Encoding.UTF8.GetByteCount(name) > NameMax ? Interop.Libc.ENAMETOOLONG : Interop.Libc.ENOENT;
+        return PathBytes.ByteCount(name) > NameMax ? Interop.Libc.ENAMETOOLONG : Interop.Libc.ENOENT;
     }
 
     /// <summary>
@@ -225,9 +225,9 @@ internal sealed partial class NodeCache
             }
             if (fetched.Kind == OpenKind.Dir)
             {
-                Directory.CreateDirectory(local);
+                MirrorFiles.CreateDirectory(local);
                 outcome = 0;
-                return new OpenAnswer(0, OpenKind.Dir, fetched.St, Encoding.UTF8.GetBytes(local));
+                return new OpenAnswer(0, OpenKind.Dir, fetched.St, PathBytes.Encode(local));
             }
             if (sink.TempPath == null)
             {
@@ -236,14 +236,13 @@ internal sealed partial class NodeCache
             }
             // Keep the real mode (so exec works) minus set-id bits, readable by the owner, and the
             // real times (Python compares a .pyc with its source's mtime), then publish atomically.
-            var mode = (UnixFileMode)((fetched.St.Mode & 0x1FF) | 0x100);
-            File.SetUnixFileMode(sink.TempPath, mode);
+            MirrorFiles.Check(Interop.Libc.Chmod(sink.TempPath, (int)((fetched.St.Mode & 0x1FF) | 0x100)), "chmod", sink.TempPath);
             SetTimes(sink.TempPath, fetched.St);
-            File.Move(sink.TempPath, local, overwrite: true);
+            MirrorFiles.Check(Interop.Libc.Rename(sink.TempPath, local), "rename", local);
             sink.TempPath = null;
             bool changed = AdoptVersion(path, fetched.St);
             outcome = 0;
-            return new OpenAnswer(0, OpenKind.File, fetched.St, Encoding.UTF8.GetBytes(local), changed);
+            return new OpenAnswer(0, OpenKind.File, fetched.St, PathBytes.Encode(local), changed);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
@@ -255,13 +254,7 @@ internal sealed partial class NodeCache
             await sink.CloseAsync();
             if (sink.TempPath != null)
             {
-                try
-                {
-                    File.Delete(sink.TempPath);
-                }
-                catch (IOException)
-                {
-                }
+                Interop.Libc.Unlink(sink.TempPath);
             }
             if (transfer != null)
             {
@@ -281,9 +274,10 @@ internal sealed partial class NodeCache
         public ValueTask BeginAsync(CopperStat st, long size, CancellationToken ct)
         {
             string dir = Path.GetDirectoryName(local)!;
-            Directory.CreateDirectory(dir);
-            TempPath = Path.Combine(dir, ".copper-tmp-" + Guid.NewGuid().ToString("N"));
-            _stream = new FileStream(TempPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
+            MirrorFiles.CreateDirectory(dir);
+            string temp = Path.Combine(dir, ".copper-tmp-" + Guid.NewGuid().ToString("N"));
+            _stream = MirrorFiles.CreateNew(temp);
+            TempPath = temp;
             if (size > 0)
             {
                 _stream.SetLength(size);
@@ -445,6 +439,45 @@ internal sealed class Transfer(long streamLimit)
                 wait = _changed.Task;
             }
             await wait.WaitAsync(ct);
+        }
+    }
+}
+
+/// <summary>
+/// The mirror's file operations, by the bytes a path stands for (<see cref="PathBytes"/>): a
+/// real name that is not UTF-8 keeps its exact bytes in the mirror, where .NET's file APIs
+/// would re-encode it (two such names could then collide).
+/// </summary>
+internal static class MirrorFiles
+{
+    /// <summary>Creates <paramref name="dir"/> and what is missing above it.</summary>
+    public static void CreateDirectory(string dir)
+    {
+        if (Interop.Libc.Mkdir(dir, 0x1ED /* 0755 */) == 0 || Interop.Libc.Errno == Interop.Libc.EEXIST)
+        {
+            return;
+        }
+        if (Interop.Libc.Errno != Interop.Libc.ENOENT || Path.GetDirectoryName(dir) is not { } up || up == dir)
+        {
+            throw new IOException($"cannot create {dir} (errno {Interop.Libc.Errno})");
+        }
+        CreateDirectory(up);
+        Check(Interop.Libc.Mkdir(dir, 0x1ED) == 0 || Interop.Libc.Errno == Interop.Libc.EEXIST ? 0 : -1, "mkdir", dir);
+    }
+
+    /// <summary>A new file (exclusive, mode 0600) to write.</summary>
+    public static FileStream CreateNew(string path)
+    {
+        int fd = Interop.Libc.Open(path, Interop.Libc.O_WRONLY | Interop.Libc.O_CREAT | Interop.Libc.O_EXCL | Interop.Libc.O_CLOEXEC, 0x180);
+        Check(fd, "create", path);
+        return new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true), FileAccess.Write, 1 << 16);
+    }
+
+    public static void Check(int rc, string what, string path)
+    {
+        if (rc < 0)
+        {
+            throw new IOException($"{what} {path} failed (errno {Interop.Libc.Errno})");
         }
     }
 }

@@ -81,10 +81,10 @@ internal static class TreeWire
 
     public static byte[] Request(TreeOp op, int tree, ulong id, long arg, string path)
     {
-        int n = Encoding.UTF8.GetByteCount(path);
-        byte[] m = Message(TreeKind.Request, op, tree, 0, 0, id, 8 + n);
+        byte[] bytes = PathBytes.Encode(path); // a name that is not UTF-8 crosses the tree as its bytes
+        byte[] m = Message(TreeKind.Request, op, tree, 0, 0, id, 8 + bytes.Length);
         BinaryPrimitives.WriteInt64LittleEndian(m.AsSpan(HeadSize), arg);
-        Encoding.UTF8.GetBytes(path, m.AsSpan(HeadSize + 8));
+        bytes.CopyTo(m.AsSpan(HeadSize + 8));
         return m;
     }
 
@@ -102,7 +102,7 @@ internal static class TreeWire
         {
             return false;
         }
-        path = Encoding.UTF8.GetString(p);
+        path = PathBytes.Decode(p);
         return true;
     }
 

@@ -157,6 +157,17 @@ internal static partial class Cli
         s.ReceiveTimeout = 5000;
         s.SendTimeout = 5000;
         s.Connect(new UnixDomainSocketEndPoint(socketPath));
+        // Like the shim, believe only an agent of our own uid (SO_PEERCRED: pid, uid, gid).
+        Span<byte> cred = stackalloc byte[12];
+        if (s.GetRawSocketOption(1 /* SOL_SOCKET */, 17 /* SO_PEERCRED */, cred) < 12)
+        {
+            throw new InvalidDataException("the agent's credentials cannot be read");
+        }
+        uint peer = BinaryPrimitives.ReadUInt32LittleEndian(cred[4..]);
+        if (peer != GetUid())
+        {
+            throw new InvalidDataException($"the process at {socketPath} runs as uid {peer}, not as you: not asked");
+        }
         var hello = new Hello { Magic = Protocol.Magic, Major = Protocol.Major, Minor = Protocol.Minor, Pid = (uint)Environment.ProcessId };
         byte[] payload = new byte[Marshal.SizeOf<Hello>()];
         MemoryMarshal.Write(payload, in hello);

@@ -1,4 +1,4 @@
-// Issue 9, items 4, 7, 10 and 11: the same answers as a read-only mount of the file system, in
+// Issue 9, items 4, 7, 9, 10 and 11: the same answers as a read-only mount of the file system, in
 // the corners: a path through Copper's own prefix, mutations (the path's own error before
 // EROFS), and a Copper path used from a signal handler that interrupted the shim. Items 6
 // and 8 (trailing slashes, names longer than NAME_MAX) are cases of the errno differentials
@@ -73,6 +73,34 @@ print(before, len(data), data == open(F, 'rb').read(), os.stat(M + F).st_size)
         ProcResult r = Harness.Run(Harness.Python, new[] { "-c", script }, new Dictionary<string, string?>(NoShim) { ["M"] = agent.Prefix, ["F"] = file });
         Assert.True(r.ExitCode == 0, r.ToString());
         Assert.Equal("4 27 True 27", r.Stdout.Trim());
+    }
+
+    [Fact]
+    public void NamesThatAreNotUtf8AreServedByteForByteThroughTheMountAndTheShim()
+    {
+        using var agent = new AgentProcess("bytes", null, true);
+        string dir = Harness.TempDir("latin1");
+        try
+        {
+            // Two Latin-1 names that differ in one byte (a lossy re-encoding would merge them),
+            // and a directory whose name is not UTF-8 either.
+            ProcResult made = Harness.Bash($"cd {dir} && printf 'e acute\\n' > $'caf\\xe9.txt' && printf 'e grave\\n' > $'caf\\xe8.txt' && mkdir $'d\\xff' && printf 'inside\\n' > $'d\\xff/x'");
+            Assert.True(made.ExitCode == 0, made.ToString());
+            const string Script = "D=$1; cat \"$D/caf\"$'\\xe9'.txt \"$D/caf\"$'\\xe8'.txt \"$D/d\"$'\\xff'/x; (ls \"$D\"; ls \"$D/d\"$'\\xff') | od -An -c; stat -c '%s %F' \"$D/d\"$'\\xff'/x";
+            ProcResult direct = Harness.Run("bash", new[] { "-c", Script, "probe", dir }, NoShim);
+            ProcResult viaMount = Harness.Run("bash", new[] { "-c", Script, "probe", agent.Prefix + dir }, NoShim);
+            ProcResult viaShim = Harness.Run("bash", new[] { "-c", Script, "probe", agent.Prefix + dir }, agent.ClientEnv());
+            Assert.True(direct.ExitCode == 0, direct.ToString());
+            Assert.StartsWith("e acute\ne grave\ninside\n", direct.Stdout);
+            Assert.True(viaMount.ExitCode == 0, viaMount.ToString());
+            Assert.Equal(direct.Stdout, viaMount.Stdout);
+            Assert.True(viaShim.ExitCode == 0, viaShim.ToString());
+            Assert.Equal(direct.Stdout, viaShim.Stdout);
+        }
+        finally
+        {
+            Harness.Run("rm", new[] { "-rf", dir }); // .NET cannot name what is not UTF-8
+        }
     }
 
     [Fact]
