@@ -94,6 +94,10 @@ public sealed class SecurityTests : IDisposable
             Assert.True(r.ExitCode == 0, r.ToString());
             Assert.Equal("the real module", r.Stdout.Trim());
             Assert.Contains("copper: not using the agent", r.Stderr);
+
+            // The copper tool does not believe it either.
+            ProcResult stats = AsVictim($"{LocalUsers.Install}/bin/copper stats -v {_prefix}");
+            Assert.Contains($"runs as uid {_attacker}, not as you", stats.Stdout + stats.Stderr);
         }
         finally
         {
