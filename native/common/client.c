@@ -9,7 +9,8 @@
  * An application may close any descriptor (`exec 3>&-`, os.closerange, close_range,
  * daemonizing code) and reuse the number: then the slot forgets it, never reading,
  * writing or closing what is now the application's file. A slot also remembers the pid
- * that opened it: after a fork the child never reuses the parent's socket.
+ * that opened it: after a fork the child never reuses the parent's socket (fork handlers
+ * close the parent's sockets in the child; a child made without them just forgets them).
  *
  * Trust (DESIGN decision 12): the socket's directory and the runtime directory above it
  * must be owned by the user with no group or other write bit, every directory above them
@@ -53,26 +54,13 @@ typedef struct conn_slot {
 
 static conn_slot slots[COPPER_SLOTS] = {[0 ... COPPER_SLOTS - 1] = {.fd = -1}};
 
-#ifdef COPPER_CONN_TLS
-/* The preload shim learns of every fork through pthread_atfork, so it keeps the pid here
-   instead of paying a getpid() system call per request. */
-static pid_t current_pid; /* atomic; 0 until first use, reset in the atfork child handler */
-static pid_t my_pid(void)
-{
-    pid_t p = __atomic_load_n(&current_pid, __ATOMIC_RELAXED);
-    if (p == 0) {
-        p = getpid();
-        __atomic_store_n(&current_pid, p, __ATOMIC_RELAXED);
-    }
-    return p;
-}
-#else
-/* The audit module lives in the loader's namespace, whose libc runs no fork handlers. */
+/* The pid is asked every time (one cheap system call next to a round trip): a child made
+   by a raw clone or fork system call runs no fork handlers, and must still never use its
+   parent's connection. */
 static pid_t my_pid(void)
 {
     return getpid();
 }
-#endif
 
 static int64_t retry_after_ns;   /* monotonic time before which we do not reconnect (atomic) */
 static char mirror_root[COPPER_MAX_PATH]; /* written once, before mirror_len is published */
@@ -212,9 +200,6 @@ static void slot_release(conn_slot *s)
 
 void copper_client_atfork_child(void)
 {
-#ifdef COPPER_CONN_TLS
-    __atomic_store_n(&current_pid, getpid(), __ATOMIC_RELAXED);
-#endif
     /* Only the forking thread survives: no slot is in use. The parent's sockets are
        closed here if they are still what they were (no application code ran yet). */
     for (int i = 0; i < COPPER_SLOTS; i++) {
