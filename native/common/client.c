@@ -135,6 +135,12 @@ static int fd_identity(int fd, uint64_t *dev, uint64_t *ino)
     return 0;
 }
 
+/* fd is read without holding the slot (a hint for slot_acquire), so it is written atomically. */
+static void slot_set_fd(conn_slot *s, int fd)
+{
+    __atomic_store_n(&s->fd, fd, __ATOMIC_RELAXED);
+}
+
 /* Is the slot's descriptor still the socket this process opened? If not, forget it
    without touching the number (the application may own it now). Caller holds busy. */
 static int slot_verified(conn_slot *s)
@@ -144,7 +150,7 @@ static int slot_verified(conn_slot *s)
     uint64_t dev, ino;
     if (s->pid != my_pid() || fd_identity(s->fd, &dev, &ino) != 0 || dev != s->dev ||
         ino != s->ino) {
-        s->fd = -1;
+        slot_set_fd(s, -1);
         return 0;
     }
     return 1;
@@ -156,7 +162,7 @@ static void slot_drop(conn_slot *s)
     int saved = errno;
     if (slot_verified(s))
         close(s->fd);
-    s->fd = -1;
+    slot_set_fd(s, -1);
     errno = saved;
 }
 
@@ -207,7 +213,7 @@ void copper_client_atfork_child(void)
         uint64_t dev, ino;
         if (s->fd >= 0 && fd_identity(s->fd, &dev, &ino) == 0 && dev == s->dev && ino == s->ino)
             close(s->fd);
-        s->fd = -1;
+        slot_set_fd(s, -1);
         __atomic_store_n(&s->busy, 0, __ATOMIC_RELEASE);
     }
 }
@@ -477,7 +483,7 @@ static int conn_open(conn_slot *s)
     free(rep);
     if (fd_identity(fd, &s->dev, &s->ino) != 0)
         goto fail;
-    s->fd = fd;
+    slot_set_fd(s, fd);
     s->pid = my_pid();
     s->next_id = 1;
     errno = saved;
