@@ -283,8 +283,13 @@ for lib in "$preload_lib" "$audit_lib"; do
     [[ -e $lib ]] || note "warning: $lib does not exist (is the native part built?)"
 done
 
-mkdir -p "$log_dir" || die "cannot create log dir $log_dir"
+mkdir -p -m 700 "$log_dir" || die "cannot create log dir $log_dir"
 [[ -w $log_dir ]] || die "log dir $log_dir is not writable"
+# The launch and the agents write here: a directory another user owns or may write could
+# hold a symlink to one of your files (the agents check the directories above it too).
+[[ ! -L $log_dir && -O $log_dir ]] || die "log dir $log_dir is not owned by $(id -un); remove it or choose another (-d)"
+(( (8#$(stat -c %a "$log_dir") & 8#022) == 0 )) ||
+    die "log dir $log_dir is writable by group or others; remove it or choose another (-d)"
 
 host=$(hostname -s 2>/dev/null || uname -n)
 

@@ -70,4 +70,19 @@ internal static class DirectoryTrust
         }
         return Check(dir);
     }
+
+    /// <summary>
+    /// The check for a mount point: created if missing and checked like the others; a dead FUSE
+    /// mount there (a killed agent's, ENOTCONN) cannot be examined, so the directory holding it
+    /// must pass instead.
+    /// </summary>
+    public static string? CheckMountPoint(string mountPoint)
+    {
+        const int ENOTCONN = 107;
+        if (Interop.Libc.Lstat(mountPoint, out _) != 0 && Interop.Libc.Errno == ENOTCONN)
+        {
+            return Path.GetDirectoryName(Path.TrimEndingDirectorySeparator(mountPoint)) is { } up ? Check(up) : null;
+        }
+        return EnsurePrivate(mountPoint);
+    }
 }

@@ -66,22 +66,23 @@ namespace Copper.Agent
             }
             int rank = mpi?.Rank ?? o.Node;
             string node = rank.ToString(CultureInfo.InvariantCulture);
-            using ILoggerFactory loggers = CreateLoggers(o, node);
-            ILogger log = loggers.CreateLogger("copper-agent");
             const UnixFileMode Private = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
             string pidFile = Path.Combine(o.NodeDir, "agent.pid");
             string readyFile = Path.Combine(o.NodeDir, "agent.ready");
             string cacheNote = Path.Combine(o.NodeDir, "cache-dir");
             string mirror = Path.Combine(o.EffectiveCacheDir, "mirror");
-            // Nothing is read, written or deleted in a directory before it passed the check.
-            foreach (string dir in new[] { o.RuntimeDir, o.NodeDir, o.EffectiveCacheDir, mirror })
+            // Nothing is read, written or deleted in a directory before it passed the check (a log
+            // directory someone else owns could hold a symlink to one of the user's files).
+            foreach (string dir in new[] { o.RuntimeDir, o.NodeDir, o.EffectiveCacheDir, mirror, o.LogDir })
             {
                 if (DirectoryTrust.EnsurePrivate(dir) is { } why)
                 {
-                    Console.Error.WriteLine($"copper-agent: refusing to start for {o.Prefix}: {why}; remove it, or choose other directories (-c cache_dir, COPPER_RUNTIME_DIR)");
+                    Console.Error.WriteLine($"copper-agent: refusing to start for {o.Prefix}: {why}; remove it, or choose other directories (-c cache_dir, -d log_dir, COPPER_RUNTIME_DIR)");
                     return 1;
                 }
             }
+            using ILoggerFactory loggers = CreateLoggers(o, node);
+            ILogger log = loggers.CreateLogger("copper-agent");
             try
             {
                 File.SetUnixFileMode(o.NodeDir, Private);
@@ -136,7 +137,15 @@ namespace Copper.Agent
                 return 1;
             }
             FuseMount? fuse = null;
-            if (o.EffectiveMount is { } mountPoint)
+            // Programs that do not load the shim read whatever sits at the prefix: the mount point
+            // must be the user's own place, or there is no mount.
+            string? mountWhy = o.EffectiveMount is { } wanted ? DirectoryTrust.CheckMountPoint(wanted) : null;
+            if (mountWhy != null)
+            {
+                Console.Error.WriteLine($"copper-agent: node {rank}: not mounting {o.EffectiveMount}: {mountWhy}");
+                LogMountFailed(log, o.EffectiveMount!, mountWhy);
+            }
+            else if (o.EffectiveMount is { } mountPoint)
             {
                 try
                 {

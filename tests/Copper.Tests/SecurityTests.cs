@@ -127,18 +127,35 @@ public sealed class SecurityTests : IDisposable
         Assert.Equal("the real module", second.Stdout.Trim());
     }
 
-    [Fact]
-    public void AgentRefusesEveryDirectoryItWouldUseIfAnotherUserCanReplaceIt()
+    [Theory]
+    [InlineData("cache")]
+    [InlineData("logs")]
+    [InlineData("mount")]
+    public void AgentRefusesEveryDirectoryItWouldUseIfAnotherUserCanReplaceIt(string planted)
     {
-        // A private cache directory inside a directory the attacker owns can be renamed away
-        // and replaced: the parent must be the user's, root's, or sticky.
+        // A private directory inside one the attacker owns can be renamed away and replaced
+        // (or, for logs, hold a symlink to the victim's files): what holds it must be the
+        // user's, root's, or sticky.
         string shared = Path.Combine(_evil, "shared");
         AsAttacker($"mkdir -m 0777 {shared}");
-        ProcResult r = AsVictim($"{LocalUsers.Install}/bin/copper-agent --prefix {_prefix} --runtime-dir {_root}/run --cache-dir {shared}/cache --log-dir {_root}/logs");
-        Assert.Equal(1, r.ExitCode);
-        Assert.Contains("refusing to start", r.Stderr);
-        Assert.Contains(shared, r.Stderr);
-        Assert.False(Directory.Exists(Path.Combine(_root, "run", Hash, Protocol.SocketName)));
+        string cache = planted == "cache" ? $"{shared}/cache" : $"{_root}/cache";
+        string logs = planted == "logs" ? $"{shared}/logs" : $"{_root}/logs";
+        string mount = planted == "mount" ? $" --mount {shared}/mnt" : "";
+        ProcResult r = AsVictim($"timeout 5 {LocalUsers.Install}/bin/copper-agent --prefix {_prefix} --runtime-dir {_root}/run --cache-dir {cache} --log-dir {logs}{mount}");
+        if (planted == "mount")
+        {
+            // The shim still gets its agent; programs without it do not get a mount there.
+            Assert.Contains($"not mounting {shared}/mnt", r.Stderr);
+            Assert.DoesNotContain($" {shared}/mnt ", File.ReadAllText("/proc/mounts"));
+        }
+        else
+        {
+            Assert.Equal(1, r.ExitCode);
+            Assert.Contains("refusing to start", r.Stderr);
+            Assert.Contains(shared, r.Stderr);
+            Assert.False(File.Exists(Path.Combine(_root, "run", Hash, Protocol.SocketName)));
+            Assert.False(File.Exists(Path.Combine(shared, "logs", "copper-stats.0.json")));
+        }
     }
 }
 
