@@ -65,7 +65,6 @@ static pid_t my_pid(void)
 static int64_t retry_after_ns;   /* monotonic time before which we do not reconnect (atomic) */
 static char mirror_root[COPPER_MAX_PATH]; /* written once, before mirror_len is published */
 static size_t mirror_len;        /* atomic; 0 until the first trusted HELLO reply */
-static int agent_minor;          /* atomic; the agent's protocol minor from HELLO */
 
 static int64_t now_ns(void)
 {
@@ -479,7 +478,6 @@ static int conn_open(conn_slot *s)
         memcpy(mirror_root, root, mlen + 1);
         __atomic_store_n(&mirror_len, mlen, __ATOMIC_RELEASE);
     }
-    __atomic_store_n(&agent_minor, (int)hr.minor, __ATOMIC_RELAXED);
     free(rep);
     if (fd_identity(fd, &s->dev, &s->ino) != 0)
         goto fail;
@@ -560,11 +558,6 @@ int copper_request(uint8_t op, const void *fixed, size_t fixed_len, const char *
     }
     errno = saved;
     return head.status;
-}
-
-int copper_agent_minor(void)
-{
-    return __atomic_load_n(&agent_minor, __ATOMIC_RELAXED);
 }
 
 const char *copper_mirror_root(void)

@@ -58,8 +58,6 @@ int copper_unstrip(const char *real, char *out);
  */
 int copper_mirror_to_real(const char *path, char *out);
 const char *copper_mirror_root(void);
-/* The protocol minor of the agent last greeted (0 before any HELLO). */
-int copper_agent_minor(void);
 /* Connect now if not connected (used to learn the mirror root). 0 on success. */
 int copper_ensure_connected(void);
 

@@ -5,7 +5,7 @@
  *
  * A Copper DIR is our own struct. It starts with a 64-bit magic whose low 32 bits, read
  * as glibc's DIR (which starts with `int fd`), are a negative fd, so the wrappers tell
- * ours from glibc's with one load and no lock. Entries come from LISTDIR, with "." and
+ * ours from glibc's with one load and no lock. Entries come from LISTDIRPLUS, with "." and
  * ".." first like the kernel. Like glibc, a DIR must not be used from two threads at once.
  * Return/errno contract of every export: that of the wrapped function.
  */
@@ -25,9 +25,8 @@ typedef struct copper_dir {
     int fd;          /* mirror-dir fd (owned), -1 until dirfd() asks */
     long pos;        /* 0 ".", 1 "..", 2 + i: agent entry i */
     size_t count;    /* agent entries (without "." / "..") */
-    char *data;      /* LISTDIR payload (owned) */
-    size_t *offsets; /* offset of each entry's copper_dirent in data (owned) */
-    size_t entry_size; /* sizeof copper_dirent, or of copper_dirent_plus: the name follows */
+    char *data;      /* LISTDIRPLUS payload (owned) */
+    size_t *offsets; /* offset of each entry's copper_dirent_plus in data (owned); the name follows */
     uint64_t dot_ino, dotdot_ino;
     char real[COPPER_MAX_PATH];
     union {
@@ -80,11 +79,11 @@ static void remember_entry(const char *real, const copper_dirent_plus *dp, const
         copper_cache_put(COPPER_OP_OPEN, 0, child, 0, &dp->st, sizeof dp->st);
 }
 
-/* Walks a LISTDIR(PLUS) payload: fills offs (if given) with each entry's offset, absorbs
- * PLUS entries into the process cache; returns the number of entries. */
-static size_t walk_listing(const char *real, const char *data, size_t len, int plus, size_t *offs)
+/* Walks a LISTDIRPLUS payload: fills offs (if given) with each entry's offset, absorbs the
+ * entries into the process cache; returns the number of entries. */
+static size_t walk_listing(const char *real, const char *data, size_t len, size_t *offs)
 {
-    size_t esize = plus ? sizeof(copper_dirent_plus) : sizeof(copper_dirent);
+    const size_t esize = sizeof(copper_dirent_plus);
     uint32_t n;
     memcpy(&n, data, 4);
     size_t off = 4, count = 0;
@@ -103,12 +102,11 @@ static size_t walk_listing(const char *real, const char *data, size_t len, int p
             if (offs)
                 offs[count] = off;
             count++;
-            if (plus)
-                remember_entry(real, &dp, name);
+            remember_entry(real, &dp, name);
         }
         off += esize + dp.de.name_length;
     }
-    if (plus && complete)
+    if (complete)
         copper_cache_put(COPPER_CK_LISTED, 0, real, 0, NULL, 0);
     return count;
 }
@@ -116,7 +114,7 @@ static size_t walk_listing(const char *real, const char *data, size_t len, int p
 void copper_absorb_listing(const char *real, const char *data, size_t len)
 {
     if (data != NULL && len >= 4)
-        walk_listing(real, data, len, 1, NULL);
+        walk_listing(real, data, len, NULL);
 }
 
 int copper_prefetch_parent(const char *real, int for_open)
@@ -132,15 +130,10 @@ int copper_prefetch_parent(const char *real, int for_open)
     int st;
     if (copper_cache_get(COPPER_CK_LISTED, 0, parent, &st, NULL, 0, NULL))
         return 1;
-    if (copper_agent_minor() < 1 || copper_cache_get(COPPER_CK_PREFETCH, 0, parent, &st, NULL, 0, NULL))
+    if (copper_cache_get(COPPER_CK_PREFETCH, 0, parent, &st, NULL, 0, NULL))
         return 0;
     copper_cache_put(COPPER_CK_PREFETCH, 0, parent, 0, NULL, 0);
-    /* Python reads bytecode from __pycache__ without ever listing it: there, one listing
-     * (two operations on the file system, once per job) saves a round trip per module in
-     * every later process. Elsewhere only a listing the agent already has is worth it. */
-    size_t pl = strlen(parent);
-    int pycache = for_open && pl >= 12 && strcmp(parent + pl - 12, "/__pycache__") == 0;
-    copper_listdir_req req = {pycache ? 0u : COPPER_LISTDIR_CACHED_ONLY, 0};
+    copper_listdir_req req = {copper_list_ahead_flags(parent, for_open), 0};
     char *data;
     size_t len;
     if (copper_request(COPPER_OP_LISTDIRPLUS, &req, sizeof req, parent, &data, &len) == 0)
@@ -149,16 +142,13 @@ int copper_prefetch_parent(const char *real, int for_open)
     return copper_cache_get(COPPER_CK_LISTED, 0, parent, &st, NULL, 0, NULL);
 }
 
-/* LISTDIR(PLUS) real into a new copper_dir. Returns it, or NULL with *err (errno or <0). */
+/* LISTDIRPLUS real into a new copper_dir. Returns it, or NULL with *err (errno or <0). */
 static copper_dir *dir_load(const char *real, int *err)
 {
     char *data;
     size_t len;
-    copper_ensure_connected();
-    int plus = copper_agent_minor() >= 1;
     copper_listdir_req req = {0, 0};
-    int s = plus ? copper_request(COPPER_OP_LISTDIRPLUS, &req, sizeof req, real, &data, &len)
-                 : copper_request(COPPER_OP_LISTDIR, NULL, 0, real, &data, &len);
+    int s = copper_request(COPPER_OP_LISTDIRPLUS, &req, sizeof req, real, &data, &len);
     if (s != 0 || data == NULL || len < 4) {
         free(data);
         *err = s != 0 ? s : COPPER_S_FALLBACK;
@@ -175,14 +165,12 @@ static copper_dir *dir_load(const char *real, int *err)
         *err = ENOMEM;
         return NULL;
     }
-    size_t count = walk_listing(real, data, len, plus, offs);
-    size_t esize = plus ? sizeof(copper_dirent_plus) : sizeof(copper_dirent);
+    size_t count = walk_listing(real, data, len, offs);
     d->magic = COPPER_DIR_MAGIC;
     d->fd = -1;
     d->count = count;
     d->data = data;
     d->offsets = offs;
-    d->entry_size = esize;
     snprintf(d->real, sizeof d->real, "%s", real);
     d->dot_ino = ino_of(real);
     char parent[COPPER_MAX_PATH];
@@ -218,7 +206,7 @@ static struct dirent64 *dir_next(copper_dir *d)
         memcpy(&de, d->data + off, sizeof de);
         e->d_ino = de.ino ? de.ino : 1;
         e->d_type = de.type;
-        memcpy(e->d_name, d->data + off + d->entry_size, de.name_length);
+        memcpy(e->d_name, d->data + off + sizeof(copper_dirent_plus), de.name_length);
         e->d_name[de.name_length] = '\0';
     }
     d->pos = p + 1;

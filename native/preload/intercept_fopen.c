@@ -12,15 +12,7 @@
 /* Returns an fd for a Copper open in stdio mode, or -errno. */
 static int fopen_fd(const char *path, const char *mode)
 {
-    int flags = mode[0] == 'w' ? O_WRONLY | O_CREAT | O_TRUNC
-              : mode[0] == 'a' ? O_WRONLY | O_CREAT | O_APPEND
-                               : O_RDONLY;
-    if (strchr(mode, '+'))
-        flags = (flags & ~O_ACCMODE) | O_RDWR;
-    if (strchr(mode, 'x'))
-        flags |= O_EXCL;
-    if (strchr(mode, 'e'))
-        flags |= O_CLOEXEC;
+    int flags = copper_fopen_flags(mode);
     char real[COPPER_MAX_PATH];
     int trailing;
     int r = copper_resolve_raw(AT_FDCWD, path, real, &trailing);

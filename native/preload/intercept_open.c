@@ -14,12 +14,6 @@
 #define __O_TMPFILE 0
 #endif
 
-static int wants_write(int flags)
-{
-    return (flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_APPEND)) ||
-           (__O_TMPFILE && (flags & __O_TMPFILE) == __O_TMPFILE);
-}
-
 int copper_open_real(const char *real, int flags, mode_t mode, int trailing)
 {
     copper_stat st;
@@ -28,11 +22,11 @@ int copper_open_real(const char *real, int flags, mode_t mode, int trailing)
     if (flags & O_CREAT) {
         s = copper_readonly_errno((flags & O_EXCL) ? COPPER_MUT_OPEN_EXCL : COPPER_MUT_OPEN_CREAT,
                                   real, trailing);
-        if (s == 0 && wants_write(flags))
+        if (s == 0 && copper_open_wants_write(flags))
             s = EROFS;
         if (s)
             return -s;
-    } else if (wants_write(flags)) {
+    } else if (copper_open_wants_write(flags)) {
         return -copper_readonly_errno(COPPER_MUT_WRITE, real, trailing);
     } else if (trailing && (s = copper_trailing_dir("/", real)) < 0) {
         return s; /* "/" only says "there was a trailing slash": real must be a directory */
@@ -101,75 +95,66 @@ static int handle_open(int dirfd, const char *path, int flags, mode_t mode)
         va_end(ap);                            \
     }
 
-#define OPEN_BODY(dirfd, path, flags, mode, realcall) \
-    do {                                               \
-        if (!copper_is_at(dirfd, path)) {              \
-            COPPER_PASS(path);                         \
-            return realcall;                           \
-        }                                              \
-        int saved_ = errno;                            \
-        int r_ = handle_open(dirfd, path, flags, mode); \
-        if (r_ == COPPER_FALLTHROUGH) {                \
-            errno = saved_;                            \
-            return realcall;                           \
-        }                                              \
-        if (r_ < 0) {                                  \
-            errno = -r_;                               \
-            return -1;                                 \
-        }                                              \
-        return r_;                                     \
-    } while (0)
-
 COPPER_EXPORT int open(const char *path, int flags, ...)
 {
     GET_MODE(flags, mode);
-    OPEN_BODY(AT_FDCWD, path, flags, mode, REAL(open)(path, flags, mode));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_open(AT_FDCWD, path, flags, mode),
+                REAL(open)(path, flags, mode));
 }
 
 COPPER_EXPORT int open64(const char *path, int flags, ...)
 {
     GET_MODE(flags, mode);
-    OPEN_BODY(AT_FDCWD, path, flags, mode, REAL(open64)(path, flags, mode));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_open(AT_FDCWD, path, flags, mode),
+                REAL(open64)(path, flags, mode));
 }
 
 COPPER_EXPORT int openat(int dirfd, const char *path, int flags, ...)
 {
     GET_MODE(flags, mode);
-    OPEN_BODY(dirfd, path, flags, mode, REAL(openat)(dirfd, path, flags, mode));
+    COPPER_WRAP(int, dirfd, path, handle_open(dirfd, path, flags, mode),
+                REAL(openat)(dirfd, path, flags, mode));
 }
 
 COPPER_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
 {
     GET_MODE(flags, mode);
-    OPEN_BODY(dirfd, path, flags, mode, REAL(openat64)(dirfd, path, flags, mode));
+    COPPER_WRAP(int, dirfd, path, handle_open(dirfd, path, flags, mode),
+                REAL(openat64)(dirfd, path, flags, mode));
 }
 
 COPPER_EXPORT int __open_2(const char *path, int flags)
 {
-    OPEN_BODY(AT_FDCWD, path, flags, 0, REAL(__open_2)(path, flags));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_open(AT_FDCWD, path, flags, 0),
+                REAL(__open_2)(path, flags));
 }
 
 COPPER_EXPORT int __open64_2(const char *path, int flags)
 {
-    OPEN_BODY(AT_FDCWD, path, flags, 0, REAL(__open64_2)(path, flags));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_open(AT_FDCWD, path, flags, 0),
+                REAL(__open64_2)(path, flags));
 }
 
 COPPER_EXPORT int __openat_2(int dirfd, const char *path, int flags)
 {
-    OPEN_BODY(dirfd, path, flags, 0, REAL(__openat_2)(dirfd, path, flags));
+    COPPER_WRAP(int, dirfd, path, handle_open(dirfd, path, flags, 0),
+                REAL(__openat_2)(dirfd, path, flags));
 }
 
 COPPER_EXPORT int __openat64_2(int dirfd, const char *path, int flags)
 {
-    OPEN_BODY(dirfd, path, flags, 0, REAL(__openat64_2)(dirfd, path, flags));
+    COPPER_WRAP(int, dirfd, path, handle_open(dirfd, path, flags, 0),
+                REAL(__openat64_2)(dirfd, path, flags));
 }
 
 COPPER_EXPORT int creat(const char *path, mode_t mode)
 {
-    OPEN_BODY(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode, REAL(creat)(path, mode));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_open(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode),
+                REAL(creat)(path, mode));
 }
 
 COPPER_EXPORT int creat64(const char *path, mode_t mode)
 {
-    OPEN_BODY(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode, REAL(creat64)(path, mode));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_open(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode),
+                REAL(creat64)(path, mode));
 }

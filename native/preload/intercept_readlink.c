@@ -39,31 +39,14 @@ static ssize_t handle_readlink(int dirfd, const char *path, char *buf, size_t bu
     return out;
 }
 
-#define READLINK_BODY(dirfd, path, buf, bufsiz, realcall) \
-    do {                                                   \
-        if (!copper_is_at(dirfd, path)) {                  \
-            COPPER_PASS(path);                             \
-            return realcall;                               \
-        }                                                  \
-        int saved_ = errno;                                \
-        ssize_t r_ = handle_readlink(dirfd, path, buf, bufsiz); \
-        if (r_ == COPPER_FALLTHROUGH) {                    \
-            errno = saved_;                                \
-            return realcall;                               \
-        }                                                  \
-        if (r_ < 0) {                                      \
-            errno = (int)-r_;                              \
-            return -1;                                     \
-        }                                                  \
-        return r_;                                         \
-    } while (0)
-
 COPPER_EXPORT ssize_t readlink(const char *path, char *buf, size_t bufsiz)
 {
-    READLINK_BODY(AT_FDCWD, path, buf, bufsiz, REAL(readlink)(path, buf, bufsiz));
+    COPPER_WRAP(ssize_t, AT_FDCWD, path, handle_readlink(AT_FDCWD, path, buf, bufsiz),
+                REAL(readlink)(path, buf, bufsiz));
 }
 
 COPPER_EXPORT ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t bufsiz)
 {
-    READLINK_BODY(dirfd, path, buf, bufsiz, REAL(readlinkat)(dirfd, path, buf, bufsiz));
+    COPPER_WRAP(ssize_t, dirfd, path, handle_readlink(dirfd, path, buf, bufsiz),
+                REAL(readlinkat)(dirfd, path, buf, bufsiz));
 }

@@ -41,92 +41,83 @@ static int handle_stat(int dirfd, const char *path, int flags, struct stat *buf)
     return r;
 }
 
-#define STAT_BODY(dirfd, path, flags, buf, realcall) \
-    do {                                              \
-        if (!copper_is_at(dirfd, path)) {             \
-            COPPER_PASS(path);                        \
-            return realcall;                          \
-        }                                             \
-        int saved_ = errno;                           \
-        int r_ = handle_stat(dirfd, path, flags, (struct stat *)(buf)); \
-        if (r_ == COPPER_FALLTHROUGH) {               \
-            errno = saved_;                           \
-            return realcall;                          \
-        }                                             \
-        if (r_ < 0) {                                 \
-            errno = -r_;                              \
-            return -1;                                \
-        }                                             \
-        return 0;                                     \
-    } while (0)
-
 COPPER_EXPORT int stat(const char *path, struct stat *buf)
 {
-    STAT_BODY(AT_FDCWD, path, 0, buf, REAL(stat)(path, buf));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_stat(AT_FDCWD, path, 0, (struct stat *)(buf)),
+                REAL(stat)(path, buf));
 }
 
 COPPER_EXPORT int stat64(const char *path, struct stat64 *buf)
 {
-    STAT_BODY(AT_FDCWD, path, 0, buf, REAL(stat64)(path, buf));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_stat(AT_FDCWD, path, 0, (struct stat *)(buf)),
+                REAL(stat64)(path, buf));
 }
 
 COPPER_EXPORT int lstat(const char *path, struct stat *buf)
 {
-    STAT_BODY(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, buf, REAL(lstat)(path, buf));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_stat(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, (struct stat *)(buf)),
+                REAL(lstat)(path, buf));
 }
 
 COPPER_EXPORT int lstat64(const char *path, struct stat64 *buf)
 {
-    STAT_BODY(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, buf, REAL(lstat64)(path, buf));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_stat(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, (struct stat *)(buf)),
+                REAL(lstat64)(path, buf));
 }
 
 COPPER_EXPORT int fstatat(int dirfd, const char *path, struct stat *buf, int flags)
 {
-    STAT_BODY(dirfd, path, flags, buf, REAL(fstatat)(dirfd, path, buf, flags));
+    COPPER_WRAP(int, dirfd, path, handle_stat(dirfd, path, flags, (struct stat *)(buf)),
+                REAL(fstatat)(dirfd, path, buf, flags));
 }
 
 COPPER_EXPORT int fstatat64(int dirfd, const char *path, struct stat64 *buf, int flags)
 {
-    STAT_BODY(dirfd, path, flags, buf, REAL(fstatat64)(dirfd, path, buf, flags));
+    COPPER_WRAP(int, dirfd, path, handle_stat(dirfd, path, flags, (struct stat *)(buf)),
+                REAL(fstatat64)(dirfd, path, buf, flags));
 }
 
 /* Old binaries: the version argument is _STAT_VER (1 on x86_64, same layout as stat). */
 COPPER_EXPORT int __xstat(int ver, const char *path, struct stat *buf)
 {
     (void)ver;
-    STAT_BODY(AT_FDCWD, path, 0, buf, REAL(fstatat)(AT_FDCWD, path, buf, 0));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_stat(AT_FDCWD, path, 0, (struct stat *)(buf)),
+                REAL(fstatat)(AT_FDCWD, path, buf, 0));
 }
 
 COPPER_EXPORT int __xstat64(int ver, const char *path, struct stat64 *buf)
 {
     (void)ver;
-    STAT_BODY(AT_FDCWD, path, 0, buf, REAL(fstatat64)(AT_FDCWD, path, buf, 0));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_stat(AT_FDCWD, path, 0, (struct stat *)(buf)),
+                REAL(fstatat64)(AT_FDCWD, path, buf, 0));
 }
 
 COPPER_EXPORT int __lxstat(int ver, const char *path, struct stat *buf)
 {
     (void)ver;
-    STAT_BODY(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, buf,
-              REAL(fstatat)(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_stat(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, buf),
+                REAL(fstatat)(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW));
 }
 
 COPPER_EXPORT int __lxstat64(int ver, const char *path, struct stat64 *buf)
 {
     (void)ver;
-    STAT_BODY(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, buf,
-              REAL(fstatat64)(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW));
+    COPPER_WRAP(int, AT_FDCWD, path, handle_stat(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, (struct stat *)buf),
+                REAL(fstatat64)(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW));
 }
 
 COPPER_EXPORT int __fxstatat(int ver, int dirfd, const char *path, struct stat *buf, int flags)
 {
     (void)ver;
-    STAT_BODY(dirfd, path, flags, buf, REAL(fstatat)(dirfd, path, buf, flags));
+    COPPER_WRAP(int, dirfd, path, handle_stat(dirfd, path, flags, (struct stat *)(buf)),
+                REAL(fstatat)(dirfd, path, buf, flags));
 }
 
 COPPER_EXPORT int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *buf, int flags)
 {
     (void)ver;
-    STAT_BODY(dirfd, path, flags, buf, REAL(fstatat64)(dirfd, path, buf, flags));
+    COPPER_WRAP(int, dirfd, path, handle_stat(dirfd, path, flags, (struct stat *)(buf)),
+                REAL(fstatat64)(dirfd, path, buf, flags));
 }
 
 static void fill_statx(const struct stat *st, struct statx *sx)

@@ -59,6 +59,31 @@ const char *copper_guard_real(const char *path, char *buf);
     if (__builtin_expect(copper_in_shim != 0, 0))                  \
         (path) = copper_guard_real((path), copper_guard_buf_)
 
+/*
+ * The one shape of every path wrapper (libfuse's "core returns an errno, the wrapper only
+ * reports it"): not Copper's path -> the real function (with the real path if the shim is
+ * already running on this thread); else the core handler's result: COPPER_FALLTHROUGH ->
+ * the real function, -errno -> errno and -1, anything else is returned.
+ */
+#define COPPER_WRAP(type, dirfd, path, handle, realcall) \
+    do {                                                  \
+        if (!copper_is_at(dirfd, path)) {                 \
+            COPPER_PASS(path);                            \
+            return realcall;                              \
+        }                                                 \
+        int saved_ = errno;                               \
+        type r_ = (handle);                               \
+        if (r_ == COPPER_FALLTHROUGH) {                   \
+            errno = saved_;                               \
+            return realcall;                              \
+        }                                                 \
+        if (r_ < 0) {                                     \
+            errno = (int)-r_;                             \
+            return -1;                                    \
+        }                                                 \
+        return r_;                                        \
+    } while (0)
+
 /* Copper-dir fd bitmap: fds we returned for mirror directories (hint only). */
 #define COPPER_FD_BITS 65536
 void copper_dirfd_mark(int fd);
@@ -125,6 +150,15 @@ void copper_cache_replace(uint8_t op, int mode, const char *real, int status, co
                           size_t len);
 void copper_cache_atfork_child(void);
 
+/* ---- policy (policy.c) ---- */
+/* Do these open flags ask for writing (write access, O_TRUNC, O_APPEND, O_TMPFILE)? */
+int copper_open_wants_write(int flags);
+/* The open flags an fopen mode means ("r", "w+", "ae", "wx", ...). */
+int copper_fopen_flags(const char *mode);
+/* Does this access mode ask for writing? */
+int copper_access_wants_write(int mode);
+/* LISTDIRPLUS flags for listing dir ahead of need, on a miss below it (open: for_open). */
+uint32_t copper_list_ahead_flags(const char *dir, int for_open);
 /*
  * Mutations: the errno a read-only mount gives (never 0, except COPPER_MUT_OPEN_CREAT of an
  * existing non-directory, which the caller then opens or refuses by its access mode).

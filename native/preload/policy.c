@@ -1,15 +1,57 @@
 /*
- * What a read-only mount answers to a mutation (DESIGN decision 9, and the kernel's own
- * order on a read-only super block): the path's own error first (ENOENT, ENOTDIR, ELOOP,
- * EACCES, EEXIST, EISDIR), EROFS only once the path resolves. One function for every
- * mutating call of the shim, so open(O_CREAT), mkdir, unlink, chmod and friends cannot
- * drift apart. The answers come from the same cache as stat, and from the real file
- * system when the agent cannot answer.
+ * The shim's policy, in one place (Spindle's should_intercept.c):
+ *   - what counts as a write: open flags, fopen modes, access modes;
+ *   - what a read-only mount answers to a mutation (DESIGN decision 9, and the kernel's own
+ *     order on a read-only super block): the path's own error first (ENOENT, ENOTDIR, ELOOP,
+ *     EACCES, EEXIST, EISDIR), EROFS only once the path resolves; one function for every
+ *     mutating call, so open(O_CREAT), mkdir, unlink, chmod and friends cannot drift apart;
+ *   - when a directory is listed ahead of need (the __pycache__ rule).
+ * Answers come from the same cache as stat, and from the real file system when the agent
+ * cannot answer.
  */
 #include "shim.h"
 
 #include <errno.h>
 #include <string.h>
+
+#ifndef __O_TMPFILE
+#define __O_TMPFILE 0
+#endif
+
+int copper_open_wants_write(int flags)
+{
+    return (flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_APPEND)) ||
+           (__O_TMPFILE && (flags & __O_TMPFILE) == __O_TMPFILE);
+}
+
+int copper_fopen_flags(const char *mode)
+{
+    int flags = mode[0] == 'w' ? O_WRONLY | O_CREAT | O_TRUNC
+              : mode[0] == 'a' ? O_WRONLY | O_CREAT | O_APPEND
+                               : O_RDONLY;
+    if (strchr(mode, '+'))
+        flags = (flags & ~O_ACCMODE) | O_RDWR;
+    if (strchr(mode, 'x'))
+        flags |= O_EXCL;
+    if (strchr(mode, 'e'))
+        flags |= O_CLOEXEC;
+    return flags;
+}
+
+int copper_access_wants_write(int mode)
+{
+    return (mode & W_OK) != 0;
+}
+
+uint32_t copper_list_ahead_flags(const char *dir, int for_open)
+{
+    /* Python reads bytecode from __pycache__ without ever listing it: there, one listing
+     * (two operations on the file system, once per job) saves a round trip per module in
+     * every later process. Elsewhere only a listing the agent already has is worth it. */
+    size_t n = strlen(dir);
+    int pycache = for_open && n >= 12 && strcmp(dir + n - 12, "/__pycache__") == 0;
+    return pycache ? 0u : COPPER_LISTDIR_CACHED_ONLY;
+}
 
 /* stat (follow) or lstat of real: 0 and *mode, or a positive errno. */
 static int probe(uint8_t op, const char *real, uint32_t *mode)
