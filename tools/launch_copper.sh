@@ -88,19 +88,9 @@ is_posint() { [[ $1 =~ ^[0-9]{1,18}$ ]] && ((10#$1 > 0)); }
 
 # Absolute, normalized path (no trailing slash, no //, no . components; .. is kept
 # textual only when it cannot be resolved lexically). Does not touch the file system.
-abs_path() {
-    local p=$1 part out=()
-    [[ $p == /* ]] || p=$PWD/$p
-    local IFS=/
-    for part in $p; do
-        case $part in
-            '' | .) ;;
-            ..) ((${#out[@]})) && unset 'out[${#out[@]}-1]' ;;
-            *) out+=("$part") ;;
-        esac
-    done
-    if ((${#out[@]} == 0)); then printf '/\n'; else printf '/%s\n' "${out[*]}"; fi
-}
+# abs_path: the one bash normalization of a path (copper-paths.sh, next to this script).
+# shellcheck source=copper-paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/copper-paths.sh"
 
 # Expand a taskset-style cpu list ("48-51", "0,2,4-6") into one number per line.
 # Fails on syntax it does not understand.

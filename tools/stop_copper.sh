@@ -11,9 +11,8 @@
 # the launch's lock and recorded options once no agent directory of the prefix is left.
 # Exit status: 0 done; 1 something could not be stopped or removed; 2 bad options.
 #
-# The agent binary (for --print-socket) is `copper-agent` next to this script;
-# COPPER_AGENT=/path overrides it. Without an agent binary the socket directory is
-# computed here (FNV-1a-64 of the prefix, as in interop/copper_protocol.h).
+# The agent binary is `copper-agent` next to this script (COPPER_AGENT=/path overrides
+# it): its --print-socket names the socket directories, so no name is computed here.
 set -euo pipefail
 
 readonly PROG=${0##*/}
@@ -31,28 +30,9 @@ note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 
 is_posint() { [[ $1 =~ ^[0-9]{1,18}$ ]] && ((10#$1 > 0)); }
 
-abs_path() { # same normalization as launch_copper.sh
-    local p=$1 part out=()
-    [[ $p == /* ]] || p=$PWD/$p
-    local IFS=/
-    for part in $p; do
-        case $part in
-            '' | .) ;;
-            ..) ((${#out[@]})) && unset 'out[${#out[@]}-1]' ;;
-            *) out+=("$part") ;;
-        esac
-    done
-    if ((${#out[@]} == 0)); then printf '/\n'; else printf '/%s\n' "${out[*]}"; fi
-}
-
-# 16 hex digits of FNV-1a-64 over the bytes of $1 (bash arithmetic wraps mod 2^64).
-fnv1a64() {
-    local h=$((0xcbf29ce484222325)) b
-    for b in $(printf '%s' "$1" | od -An -v -tu1); do
-        h=$(((h ^ b) * 0x100000001b3))
-    done
-    printf '%016x\n' "$h"
-}
+# abs_path: the one bash normalization of a path (copper-paths.sh, next to this script).
+# shellcheck source=copper-paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/copper-paths.sh"
 
 user=${USER:-}
 [[ -n $user ]] || user=$(id -un)
@@ -89,13 +69,11 @@ agent=${COPPER_AGENT:-$script_dir/copper-agent}
 sock_dir_of() {
     local k=$1 sock nopt=()
     [[ $k == - ]] || nopt=(--node "$k")
-    if [[ -x $agent ]] && sock=$("$agent" --print-socket --prefix "$prefix" "${nopt[@]}" 2>/dev/null) &&
-        [[ $sock == /*/agent.sock ]]; then
-        printf '%s\n' "${sock%/agent.sock}"
-    else
-        local rt=${COPPER_RUNTIME_DIR:-/tmp/copper-run-$(id -u)}
-        printf '%s/%s%s\n' "${rt%/}" "$(fnv1a64 "$prefix")" "${nopt[1]:+.n${nopt[1]}}"
-    fi
+    # The agent computes every derived name (one source: managed/Copper.Interop/Places.cs).
+    sock=$("$agent" --print-socket --prefix "$prefix" "${nopt[@]}" 2>/dev/null) &&
+        [[ $sock == /*/agent.sock ]] ||
+        { printf '%s: error: cannot ask %s where the agents of %s live\n' "$PROG" "$agent" "$prefix" >&2; exit 1; }
+    printf '%s\n' "${sock%/agent.sock}"
 }
 
 # --------------------------------------------------------------- which directories

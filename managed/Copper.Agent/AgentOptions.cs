@@ -33,9 +33,9 @@ internal sealed class AgentOptions
     public string? EffectiveMount => Mount == null ? null
         : Node > 0 && NodeFromRank ? Mount + ".n" + Node.ToString(CultureInfo.InvariantCulture) : Mount;
 
-    public string NodeDir => Path.Combine(RuntimeDir, Protocol.Fnv1a64(Prefix).ToString("x16") + (Node > 0 ? ".n" + Node.ToString(CultureInfo.InvariantCulture) : ""));
+    public string NodeDir => Places.NodeDir(RuntimeDir, Prefix, Node);
 
-    public string SocketPath => Path.Combine(NodeDir, Protocol.SocketName);
+    public string SocketPath => Places.SocketPath(RuntimeDir, Prefix, Node);
 
     public string EffectiveCacheDir => CacheDir is { } c
         ? (NodeFromRank ? c + ".n" + Node.ToString(CultureInfo.InvariantCulture) : c)
@@ -49,7 +49,7 @@ internal sealed class AgentOptions
     {
         var o = new AgentOptions();
         string uid = Interop.Libc.GetUid().ToString(CultureInfo.InvariantCulture);
-        o.RuntimeDir = Environment.GetEnvironmentVariable("COPPER_RUNTIME_DIR") is { Length: > 0 } r ? r : "/tmp/copper-run-" + uid;
+        o.RuntimeDir = Places.RuntimeDir(Interop.Libc.GetUid());
         o.LogDir = "/tmp/copper-logs-" + uid;
         error = "";
         for (int i = 0; i < args.Length; i++)

@@ -41,28 +41,8 @@ internal static class PathPolicy
         return 0;
     }
 
-    /// <summary>Lexical normalization: collapses `//` and `.`, and `..` clamped at `/`.</summary>
-    public static string Normalize(string path)
-    {
-        var parts = new List<string>();
-        foreach (string part in path.Split('/', StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (part == ".")
-            {
-                continue;
-            }
-            if (part == "..")
-            {
-                if (parts.Count > 0)
-                {
-                    parts.RemoveAt(parts.Count - 1);
-                }
-                continue;
-            }
-            parts.Add(part);
-        }
-        return "/" + string.Join('/', parts);
-    }
+    /// <summary>Lexical normalization (one definition: <see cref="Places.Normalize"/>).</summary>
+    public static string Normalize(string path) => Places.Normalize(path);
 
     /// <summary>
     /// Strips <paramref name="prefix"/> (or a simulated node's "prefix.n&lt;k&gt;") from a normalized

@@ -83,34 +83,10 @@ internal static partial class Cli
         w.WriteLine("PREFIX defaults to /tmp/$USER/copper; agents are found under $COPPER_RUNTIME_DIR or /tmp/copper-run-<uid>.");
     }
 
-    private static string Normalize(string p)
-    {
-        if (!p.StartsWith('/'))
-        {
-            p = Path.Combine(Environment.CurrentDirectory, p);
-        }
-        var parts = new List<string>();
-        foreach (string s in p.Split('/', StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (s == ".")
-            {
-                continue;
-            }
-            if (s == "..")
-            {
-                if (parts.Count > 0)
-                {
-                    parts.RemoveAt(parts.Count - 1);
-                }
-                continue;
-            }
-            parts.Add(s);
-        }
-        return "/" + string.Join('/', parts);
-    }
+    private static string Normalize(string p) =>
+        Places.Normalize(p.StartsWith('/') ? p : Path.Combine(Environment.CurrentDirectory, p));
 
-    private static string RuntimeDir() =>
-        Environment.GetEnvironmentVariable("COPPER_RUNTIME_DIR") is { Length: > 0 } r ? r : "/tmp/copper-run-" + GetUid().ToString(CultureInfo.InvariantCulture);
+    private static string RuntimeDir() => Places.RuntimeDir(GetUid());
 
     [LibraryImport("libc", EntryPoint = "getuid")]
     private static partial uint GetUid();
@@ -118,7 +94,7 @@ internal static partial class Cli
     private static List<(string, JsonDocument?, string?)> Query(string prefix)
     {
         string runtime = RuntimeDir();
-        string hash = Protocol.Fnv1a64(prefix).ToString("x16", CultureInfo.InvariantCulture);
+        string hash = Places.PrefixHash(prefix);
         var dirs = new List<(int Node, string Dir)>();
         if (Directory.Exists(runtime))
         {
