@@ -17,6 +17,7 @@ namespace Copper.Agent;
 internal sealed partial class LocalServer : IDisposable
 {
     private readonly NodeCache _cache;
+    private readonly Answers _answers;
     private readonly Counters _counters;
     private readonly ILogger _log;
     private readonly int _node;
@@ -36,6 +37,7 @@ internal sealed partial class LocalServer : IDisposable
     public LocalServer(string socketPath, NodeCache cache, Counters counters, ILogger log, int node, int maxConnections = DefaultMaxConnections, TimeSpan? idleTimeout = null)
     {
         _cache = cache;
+        _answers = new Answers(cache, counters);
         _counters = counters;
         _log = log;
         _node = node;
@@ -262,7 +264,14 @@ internal sealed partial class LocalServer : IDisposable
         }
         _counters.Request();
         // Cache hits complete synchronously; a miss waits without holding a thread.
-        byte[] reply = await HandleAsync(op, frame.Payload, ct);
+        byte[] reply = op switch
+        {
+            Op.Ping => Answers.Head(0),
+            Op.Stats => Answers.Concat(Answers.Head(0), _counters.ToJson(_node)),
+            _ => Requests.TryParse(op, frame.Payload, out Request request) is int bad and not 0
+                ? Answers.Head(bad)
+                : await _answers.AnswerAsync(request, ct),
+        };
         WriteFrame(writer, frame.Op, frame.RequestId, reply);
         return null;
     }
@@ -317,170 +326,6 @@ internal sealed partial class LocalServer : IDisposable
         WriteFrame(writer, frame.Op, frame.RequestId, payload);
         // A client of another major version reads our version and falls back on its own.
         return hello.Major == Protocol.Major;
-    }
-
-    private async ValueTask<byte[]> HandleAsync(Op op, ReadOnlySequence<byte> payload, CancellationToken ct)
-    {
-        switch (op)
-        {
-            case Op.Ping:
-                return Head(0);
-            case Op.Stats:
-                return Concat(Head(0), _counters.ToJson(_node));
-        }
-        int fixedPart = op switch
-        {
-            Op.Access => Marshal.SizeOf<AccessRequest>(),
-            Op.ListDirPlus => Marshal.SizeOf<ListDirRequest>(),
-            _ => 0,
-        };
-        if (payload.Length < fixedPart)
-        {
-            return Head(Interop.Libc.EINVAL);
-        }
-        int mode = 0;
-        if (op == Op.Access)
-        {
-            Span<byte> raw = stackalloc byte[fixedPart];
-            payload.Slice(0, fixedPart).CopyTo(raw);
-            mode = MemoryMarshal.Read<AccessRequest>(raw).Mode;
-        }
-        uint listFlags = 0;
-        if (op == Op.ListDirPlus)
-        {
-            Span<byte> raw = stackalloc byte[fixedPart];
-            payload.Slice(0, fixedPart).CopyTo(raw);
-            listFlags = MemoryMarshal.Read<ListDirRequest>(raw).Flags;
-        }
-        int status = PathPolicy.TryDecode(payload.Slice(fixedPart), out string path);
-        if (status != 0)
-        {
-            return Head(status);
-        }
-        switch (op)
-        {
-            case Op.Stat:
-            case Op.Lstat:
-            {
-                StatAnswer a = await _cache.StatAsync(path, op == Op.Stat, ct);
-                return a.Status == 0 ? Concat(Head(0), StructBytes(a.St)) : Head(a.Status);
-            }
-            case Op.ReadLink:
-            {
-                LinkAnswer a = await _cache.ReadLinkAsync(path, ct);
-                return a.Status == 0 ? Concat(Head(0), a.Target) : Head(a.Status);
-            }
-            case Op.Access:
-                return Head(await _cache.AccessAsync(path, mode, ct));
-            case Op.ListDir:
-            {
-                DirAnswer a = await _cache.ListDirAsync(path, ct);
-                return a.Status == 0 ? EncodeListing(a.Entries) : Head(a.Status);
-            }
-            case Op.ListDirPlus:
-            {
-                if ((listFlags & ListDirRequest.CachedOnly) != 0 && !_cache.HasListing(path))
-                {
-                    return Head(Protocol.StatusFallback);
-                }
-                DirAnswer a = await _cache.ListDirAsync(path, ct);
-                return a.Status == 0 ? EncodeListing(a.Entries, path) : Head(a.Status);
-            }
-            case Op.Open:
-            {
-                OpenAnswer a = await _cache.OpenAsync(path, ct);
-                if (a.Status != 0)
-                {
-                    return Head(a.Status);
-                }
-                var reply = new OpenReply { Kind = (uint)a.Kind, St = a.St };
-                _counters.Served(a.St.Size);
-                return Concat(Head(0), StructBytes(reply), a.LocalPath);
-            }
-            default:
-                return Head(Interop.Libc.EINVAL);
-        }
-    }
-
-    /// <summary>
-    /// A LISTDIR reply; with <paramref name="plusDir"/> (the listed directory), a LISTDIRPLUS
-    /// reply: each entry also says what this node already knows of it (its lstat; an entry that
-    /// is not a symlink has the same stat) and whether its file is materialized. Nothing is
-    /// fetched for it, so the file system sees no extra operation.
-    /// </summary>
-    private byte[] EncodeListing(IReadOnlyList<DirEntry> entries, string? plusDir = null)
-    {
-        int entrySize = plusDir == null ? Marshal.SizeOf<CopperDirent>() : Marshal.SizeOf<CopperDirentPlus>();
-        long size = 8 + 4;
-        foreach (DirEntry e in entries)
-        {
-            size += entrySize + e.Name.Length;
-        }
-        if (size > Protocol.MaxPayload)
-        {
-            return Head(Protocol.StatusTooLong);
-        }
-        byte[] buf = new byte[size];
-        Head(0).CopyTo(buf, 0);
-        BinaryPrimitives.WriteUInt32LittleEndian(buf.AsSpan(8), (uint)entries.Count);
-        int at = 12;
-        string prefix = plusDir == "/" ? "/" : plusDir + "/";
-        foreach (DirEntry e in entries)
-        {
-            var d = new CopperDirent { Ino = e.Ino, Type = e.Type, NameLength = (ushort)e.Name.Length };
-            if (plusDir == null)
-            {
-                MemoryMarshal.Write(buf.AsSpan(at), in d);
-            }
-            else
-            {
-                string child = prefix + PathBytes.Decode(e.Name);
-                var p = new CopperDirentPlus
-                {
-                    De = d,
-                    LstatStatus = _cache.PeekLstat(child, e.Type, out CopperStat st),
-                    OpenKind = _cache.PeekMaterialized(child) ? (uint)OpenKind.File : 0,
-                    St = st,
-                };
-                MemoryMarshal.Write(buf.AsSpan(at), in p);
-            }
-            at += entrySize;
-            e.Name.CopyTo(buf, at);
-            at += e.Name.Length;
-        }
-        return buf;
-    }
-
-    private static byte[] Head(int status)
-    {
-        byte[] b = new byte[8];
-        BinaryPrimitives.WriteInt32LittleEndian(b, status);
-        return b;
-    }
-
-    private static byte[] StructBytes<T>(in T value)
-        where T : unmanaged
-    {
-        byte[] b = new byte[Marshal.SizeOf<T>()];
-        MemoryMarshal.Write(b, in value);
-        return b;
-    }
-
-    private static byte[] Concat(params byte[][] parts)
-    {
-        int n = 0;
-        foreach (byte[] p in parts)
-        {
-            n += p.Length;
-        }
-        byte[] all = new byte[n];
-        int at = 0;
-        foreach (byte[] p in parts)
-        {
-            p.CopyTo(all, at);
-            at += p.Length;
-        }
-        return all;
     }
 
     private static void WriteFrame(IBufferWriter<byte> writer, byte op, uint requestId, byte[] payload)

@@ -8,8 +8,6 @@ namespace Copper.Agent;
 
 internal static class PathPolicy
 {
-    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
-
     /// <summary>Returns 0 and the normalized absolute path, or a status for the reply.</summary>
     public static int TryDecode(ReadOnlySequence<byte> raw, out string path)
     {
@@ -27,16 +25,8 @@ internal static class PathPolicy
         {
             return Interop.Libc.EINVAL;
         }
-        string text;
-        try
-        {
-            text = StrictUtf8.GetString(bytes);
-        }
-        catch (DecoderFallbackException)
-        {
-            // Not representable here: the client reads the real path itself.
-            return Protocol.StatusFallback;
-        }
+        // Bytes that are not UTF-8 are kept as they are (PathBytes), so such names are served too.
+        string text = PathBytes.Decode(bytes);
         path = Normalize(text);
         return 0;
     }

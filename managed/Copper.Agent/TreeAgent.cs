@@ -48,6 +48,7 @@ internal sealed partial class TreeAgent : IUpstream
     private long _nextId;
     private MpiTransport? _mpi;
     private NodeCache? _cache;
+    private Answers? _answers;
     private int _acksMissing;
     private int _childrenMissing;
     private int _subtree = 1;
@@ -110,6 +111,7 @@ internal sealed partial class TreeAgent : IUpstream
         _topo = topo;
         _rank = mpi.Rank;
         _cache = cache;
+        _answers = new Answers(cache, counters);
         _parentDown = new bool[topo.Trees];
         _lastHeard = new long[topo.Size];
         _inService = new int[topo.Size];
@@ -204,48 +206,42 @@ internal sealed partial class TreeAgent : IUpstream
     /// Asks the parent of the path's tree; null when this agent reads the file system itself
     /// (it is the root, or the parent is down or went quiet: then counted as degraded).
     /// </summary>
-    private async ValueTask<(byte[] Reply, TreeHead Head)?> AskAsync(string path, TreeOp op, long arg, CancellationToken ct)
+    private async ValueTask<byte[]?> AskAsync(Request request, CancellationToken ct)
     {
-        using Call? call = Open(path, op, arg);
+        using Call? call = Open(request);
         byte[]? r = call == null ? null : await call.NextAsync(ct);
         if (r == null || !TreeWire.TryReadHead(r, out TreeHead h) || h.Kind != TreeKind.Reply)
         {
             Local(call);
             return null;
         }
-        return (r, h);
+        return r[TreeWire.HeadSize..];
     }
 
     public async ValueTask<StatAnswer> StatAsync(string path, bool follow, CancellationToken ct) =>
-        await AskAsync(path, follow ? TreeOp.Stat : TreeOp.Lstat, 0, ct) is var (r, h)
-            ? new StatAnswer(h.Status, TreeWire.ReadStat(r.AsSpan(TreeWire.HeadSize)))
+        await AskAsync(new Request(follow ? Op.Stat : Op.Lstat, path), ct) is { } reply
+            ? Answers.ReadStat(reply)
             : await _local.StatAsync(path, follow, ct);
 
     public async ValueTask<LinkAnswer> ReadLinkAsync(string path, CancellationToken ct) =>
-        await AskAsync(path, TreeOp.ReadLink, 0, ct) is var (r, h)
-            ? new LinkAnswer(h.Status, r.AsSpan(TreeWire.HeadSize).ToArray())
+        await AskAsync(new Request(Op.ReadLink, path), ct) is { } reply
+            ? Answers.ReadLink(reply)
             : await _local.ReadLinkAsync(path, ct);
 
     public async ValueTask<int> AccessAsync(string path, int mode, CancellationToken ct) =>
-        await AskAsync(path, TreeOp.Access, mode, ct) is var (_, h) ? h.Status : await _local.AccessAsync(path, mode, ct);
+        await AskAsync(new Request(Op.Access, path, mode), ct) is { } reply
+            ? Answers.Status(reply)
+            : await _local.AccessAsync(path, mode, ct);
 
-    public async ValueTask<DirAnswer> ListDirAsync(string path, CancellationToken ct)
-    {
-        if (await AskAsync(path, TreeOp.ListDir, 0, ct) is not var (r, h))
-        {
-            return await _local.ListDirAsync(path, ct);
-        }
-        if (h.Status != 0)
-        {
-            return new DirAnswer(h.Status, []);
-        }
-        List<DirEntry>? entries = TreeWire.ReadDir(r.AsSpan(TreeWire.HeadSize), h.Aux);
-        return entries == null ? new DirAnswer(Protocol.StatusFallback, []) : new DirAnswer(0, entries);
-    }
+    public async ValueTask<DirAnswer> ListDirAsync(string path, CancellationToken ct) =>
+        await AskAsync(new Request(Op.ListDir, path), ct) is { } reply
+            ? Answers.ReadListing(reply)
+            : await _local.ListDirAsync(path, ct);
 
     public async ValueTask<FetchAnswer> FetchAsync(string path, long maxBytes, IFetchSink sink, CancellationToken ct)
     {
-        using Call? call = Open(path, TreeOp.Fetch, maxBytes);
+        // Every agent of a job has the same -M: the parent fetches with its own.
+        using Call? call = Open(new Request(Op.Open, path));
         byte[]? r = call == null ? null : await call.NextAsync(ct);
         if (r == null || !TreeWire.TryReadHead(r, out TreeHead h) || h.Kind != TreeKind.Reply)
         {
@@ -284,9 +280,9 @@ internal sealed partial class TreeAgent : IUpstream
     }
 
     /// <summary>A request to the parent of the path's tree; null where this agent reads the file system.</summary>
-    private Call? Open(string path, TreeOp op, long arg)
+    private Call? Open(in Request request)
     {
-        int tree = _topo.TreeOf(path);
+        int tree = _topo.TreeOf(request.Path);
         int parent = _topo.Parent(tree, _rank);
         if (parent < 0)
         {
@@ -304,12 +300,12 @@ internal sealed partial class TreeAgent : IUpstream
         {
             SingleReader = true,
             SingleWriter = true,
-            AllowSynchronousContinuations = op != TreeOp.Fetch,
+            AllowSynchronousContinuations = request.Op != Op.Open,
         });
         _pending[id] = ch;
         var call = new Call(this, id, tree, parent, ch);
         _counters.Forwarded();
-        Task sent = Send(parent, TreeWire.Request(op, tree, id, arg, path));
+        Task sent = Send(parent, TreeWire.Request(tree, id, request));
         if (!sent.IsCompletedSuccessfully)
         {
             sent.ContinueWith(t =>
@@ -473,39 +469,22 @@ internal sealed partial class TreeAgent : IUpstream
 
     private async Task ServeAsync(int child, TreeHead h, byte[] m)
     {
-        NodeCache cache = _cache!;
         CancellationToken ct = _stopping.Token;
         try
         {
-            if (!TreeWire.TryReadRequest(m, out long arg, out string path))
+            int bad = TreeWire.TryReadRequest(m, h, out Request request);
+            if (bad != 0)
             {
-                await Send(child, TreeWire.BytesReply(h.Op, h.Id, Interop.Libc.EINVAL, []));
-                return;
+                await Send(child, TreeWire.Reply(h.Op, h.Id, Answers.Head(bad)));
             }
-            switch (h.Op)
+            else if (request.Op == Op.Open)
             {
-                case TreeOp.Stat or TreeOp.Lstat:
-                    StatAnswer sa = await cache.StatAsync(path, h.Op == TreeOp.Stat, ct);
-                    await Send(child, TreeWire.StatReply(h.Op, h.Id, sa));
-                    break;
-                case TreeOp.ReadLink:
-                    LinkAnswer la = await cache.ReadLinkAsync(path, ct);
-                    await Send(child, TreeWire.BytesReply(h.Op, h.Id, la.Status, la.Target));
-                    break;
-                case TreeOp.Access:
-                    int aa = await cache.AccessAsync(path, (int)arg, ct);
-                    await Send(child, TreeWire.BytesReply(h.Op, h.Id, aa, []));
-                    break;
-                case TreeOp.ListDir:
-                    DirAnswer da = await cache.ListDirAsync(path, ct);
-                    await Send(child, TreeWire.DirReply(h.Id, da));
-                    break;
-                case TreeOp.Fetch:
-                    await ServeFetchAsync(child, h.Id, path, cache, ct);
-                    break;
-                default:
-                    await Send(child, TreeWire.BytesReply(h.Op, h.Id, Interop.Libc.EINVAL, []));
-                    break;
+                await ServeFetchAsync(child, h.Id, request.Path, _cache!, ct);
+            }
+            else
+            {
+                // The same answer function as the local server's: same cache, same bytes.
+                await Send(child, TreeWire.Reply(h.Op, h.Id, await _answers!.AnswerAsync(request, ct)));
             }
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
@@ -571,16 +550,14 @@ internal sealed partial class TreeAgent : IUpstream
             return;
         }
         // Relay the node's complete copy.
-        Microsoft.Win32.SafeHandles.SafeFileHandle handle;
-        try
-        {
-            handle = File.OpenHandle(cache.LocalPathOf(path), FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.Asynchronous);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        // By the bytes the path stands for: File.OpenHandle would re-encode a name that is not UTF-8.
+        int fd = Interop.Libc.Open(cache.LocalPathOf(path), Interop.Libc.O_RDONLY | Interop.Libc.O_CLOEXEC, 0);
+        if (fd < 0)
         {
             await Send(child, TreeWire.FetchReply(id, Protocol.StatusFallback, 0, a.St, 0));
             return;
         }
+        var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
         using (handle)
         {
             long size = RandomAccess.GetLength(handle);

@@ -1,11 +1,14 @@
 // Messages between agents (one MPI tag; MPI keeps their order between two ranks).
 // Every message starts with a 24-byte head, little-endian:
 //   u8 kind, u8 op, u8 flags, u8 0, u16 tree, u16 0, i32 status, i32 aux, u64 id
+// op is the shim-agent protocol's operation code (interop/copper_protocol.h), and requests
+// and replies carry that protocol's bodies, so the tree asks the same questions with the
+// same words as the shim (Requests.cs encodes and parses them, Answers.cs answers them):
 // kind    body
-// Request i64 arg (access mode, or the size cap of a fetch), then the path (UTF-8)
-// Reply   per op: Stat/Lstat a copper_stat; ReadLink the target; Access nothing;
-//         ListDir entries (u64 ino, u8 type, u8 0, u16 name length, name);
-//         Fetch u32 kind, u32 0, i64 size, copper_stat (then Chunk messages follow)
+// Request the operation's request body: its fixed part, then the path's bytes
+// Reply   the operation's reply payload: copper_reply_head, then its body; status mirrors
+//         the reply head's. OPEN is the tree's fetch: its reply body is
+//         u32 kind, u32 0, i64 size, copper_stat, and Chunk messages follow
 // Chunk   aux = index, flags bit 0 = LZ4; i32 raw length, then the chunk.
 //         status != 0 ends the transfer early (the file could not be relayed)
 // Alive   id 0: "still serving your requests", about once a second to each child with a
@@ -13,7 +16,6 @@
 // Join / JoinAck (per tree), Subtree (aux = nodes joined below and at the sender), Shutdown
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
-using System.Text;
 using Copper.Interop;
 
 namespace Copper.Agent;
@@ -30,23 +32,12 @@ internal enum TreeKind : byte
     Shutdown = 8,
 }
 
-internal enum TreeOp : byte
-{
-    None = 0,
-    Stat = 1,
-    Lstat = 2,
-    ReadLink = 3,
-    Access = 4,
-    ListDir = 5,
-    Fetch = 6,
-}
-
-internal readonly record struct TreeHead(TreeKind Kind, TreeOp Op, byte Flags, int Tree, int Status, int Aux, ulong Id);
+internal readonly record struct TreeHead(TreeKind Kind, Op Op, byte Flags, int Tree, int Status, int Aux, ulong Id);
 
 internal static class TreeWire
 {
     public const int HeadSize = 24;
-    public const int StatSize = 120;
+    private static readonly int StatSize = Marshal.SizeOf<CopperStat>();
 
     public static bool TryReadHead(ReadOnlySpan<byte> m, out TreeHead head)
     {
@@ -55,13 +46,13 @@ internal static class TreeWire
         {
             return false;
         }
-        head = new TreeHead((TreeKind)m[0], (TreeOp)m[1], m[2], BinaryPrimitives.ReadUInt16LittleEndian(m[4..]),
+        head = new TreeHead((TreeKind)m[0], (Op)m[1], m[2], BinaryPrimitives.ReadUInt16LittleEndian(m[4..]),
             BinaryPrimitives.ReadInt32LittleEndian(m[8..]), BinaryPrimitives.ReadInt32LittleEndian(m[12..]),
             BinaryPrimitives.ReadUInt64LittleEndian(m[16..]));
         return true;
     }
 
-    public static byte[] Message(TreeKind kind, TreeOp op, int tree, int status, int aux, ulong id, int bodyLength, byte flags = 0)
+    public static byte[] Message(TreeKind kind, Op op, int tree, int status, int aux, ulong id, int bodyLength, byte flags = 0)
     {
         byte[] m = GC.AllocateUninitializedArray<byte>(HeadSize + bodyLength);
         Span<byte> s = m;
@@ -77,97 +68,39 @@ internal static class TreeWire
         return m;
     }
 
-    public static byte[] Control(TreeKind kind, int tree, int aux = 0) => Message(kind, TreeOp.None, tree, 0, aux, 0, 0);
+    public static byte[] Control(TreeKind kind, int tree, int aux = 0) => Message(kind, 0, tree, 0, aux, 0, 0);
 
-    public static byte[] Request(TreeOp op, int tree, ulong id, long arg, string path)
+    /// <summary>A request for the parent: the head, then <see cref="Requests.Encode"/>'s body.</summary>
+    public static byte[] Request(int tree, ulong id, in Request r)
     {
-        byte[] bytes = PathBytes.Encode(path); // a name that is not UTF-8 crosses the tree as its bytes
-        byte[] m = Message(TreeKind.Request, op, tree, 0, 0, id, 8 + bytes.Length);
-        BinaryPrimitives.WriteInt64LittleEndian(m.AsSpan(HeadSize), arg);
-        bytes.CopyTo(m.AsSpan(HeadSize + 8));
+        byte[] body = Requests.Encode(r);
+        byte[] m = Message(TreeKind.Request, r.Op, tree, 0, 0, id, body.Length);
+        body.CopyTo(m, HeadSize);
         return m;
     }
 
-    public static bool TryReadRequest(ReadOnlySpan<byte> m, out long arg, out string path)
+    /// <summary>Parses a request message's body: 0, or the status to answer it with.</summary>
+    public static int TryReadRequest(byte[] m, in TreeHead head, out Request r)
     {
-        arg = 0;
-        path = "";
-        if (m.Length < HeadSize + 9 || m.Length > HeadSize + 8 + Protocol.MaxPath)
+        r = default;
+        if (m.Length > HeadSize + Requests.FixedSize(head.Op) + Protocol.MaxPath)
         {
-            return false;
+            return Interop.Libc.ENAMETOOLONG;
         }
-        arg = BinaryPrimitives.ReadInt64LittleEndian(m[HeadSize..]);
-        ReadOnlySpan<byte> p = m[(HeadSize + 8)..];
-        if (p[0] != (byte)'/' || p.IndexOf((byte)0) >= 0)
-        {
-            return false;
-        }
-        path = PathBytes.Decode(p);
-        return true;
+        return Requests.TryParse(head.Op, m.AsMemory(HeadSize), out r);
     }
 
-    public static byte[] StatReply(TreeOp op, ulong id, StatAnswer a)
+    /// <summary>A reply: the head (status mirrored), then the reply payload as the shim would get it.</summary>
+    public static byte[] Reply(Op op, ulong id, byte[] payload)
     {
-        byte[] m = Message(TreeKind.Reply, op, 0, a.Status, 0, id, StatSize);
-        CopperStat st = a.St;
-        MemoryMarshal.Write(m.AsSpan(HeadSize), in st);
+        byte[] m = Message(TreeKind.Reply, op, 0, Answers.Status(payload), 0, id, payload.Length);
+        payload.CopyTo(m, HeadSize);
         return m;
-    }
-
-    public static CopperStat ReadStat(ReadOnlySpan<byte> body) =>
-        body.Length >= StatSize ? MemoryMarshal.Read<CopperStat>(body) : default;
-
-    public static byte[] BytesReply(TreeOp op, ulong id, int status, ReadOnlySpan<byte> body)
-    {
-        byte[] m = Message(TreeKind.Reply, op, 0, status, 0, id, body.Length);
-        body.CopyTo(m.AsSpan(HeadSize));
-        return m;
-    }
-
-    public static byte[] DirReply(ulong id, DirAnswer a)
-    {
-        int n = 0;
-        foreach (DirEntry e in a.Entries)
-        {
-            n += 12 + e.Name.Length;
-        }
-        byte[] m = Message(TreeKind.Reply, TreeOp.ListDir, 0, a.Status, a.Entries.Count, id, n);
-        Span<byte> s = m.AsSpan(HeadSize);
-        foreach (DirEntry e in a.Entries)
-        {
-            BinaryPrimitives.WriteUInt64LittleEndian(s, e.Ino);
-            s[8] = e.Type;
-            s[9] = 0;
-            BinaryPrimitives.WriteUInt16LittleEndian(s[10..], (ushort)e.Name.Length);
-            e.Name.CopyTo(s[12..]);
-            s = s[(12 + e.Name.Length)..];
-        }
-        return m;
-    }
-
-    public static List<DirEntry>? ReadDir(ReadOnlySpan<byte> body, int count)
-    {
-        var list = new List<DirEntry>(Math.Clamp(count, 0, 1 << 16));
-        while (body.Length > 0)
-        {
-            if (body.Length < 12)
-            {
-                return null;
-            }
-            int len = BinaryPrimitives.ReadUInt16LittleEndian(body[10..]);
-            if (body.Length < 12 + len || len == 0)
-            {
-                return null;
-            }
-            list.Add(new DirEntry(body.Slice(12, len).ToArray(), BinaryPrimitives.ReadUInt64LittleEndian(body), body[8]));
-            body = body[(12 + len)..];
-        }
-        return list.Count == count ? list : null;
     }
 
     public static byte[] FetchReply(ulong id, int status, OpenKind kind, CopperStat st, long size)
     {
-        byte[] m = Message(TreeKind.Reply, TreeOp.Fetch, 0, status, 0, id, 16 + StatSize);
+        byte[] m = Message(TreeKind.Reply, Op.Open, 0, status, 0, id, 16 + StatSize);
         Span<byte> s = m.AsSpan(HeadSize);
         BinaryPrimitives.WriteUInt32LittleEndian(s, (uint)kind);
         BinaryPrimitives.WriteUInt32LittleEndian(s[4..], 0);
@@ -193,14 +126,14 @@ internal static class TreeWire
 
     public static byte[] Chunk(ulong id, int index, WireChunk c)
     {
-        byte[] m = Message(TreeKind.Chunk, TreeOp.Fetch, 0, 0, index, id, 4 + c.Wire.Length, c.Compressed ? (byte)1 : (byte)0);
+        byte[] m = Message(TreeKind.Chunk, Op.Open, 0, 0, index, id, 4 + c.Wire.Length, c.Compressed ? (byte)1 : (byte)0);
         BinaryPrimitives.WriteInt32LittleEndian(m.AsSpan(HeadSize), c.RawLength);
         c.Wire.CopyTo(m.AsSpan(HeadSize + 4));
         return m;
     }
 
     public static byte[] ChunkAbort(ulong id, int index, int status) =>
-        Message(TreeKind.Chunk, TreeOp.Fetch, 0, status == 0 ? Protocol.StatusFallback : status, index, id, 0);
+        Message(TreeKind.Chunk, Op.Open, 0, status == 0 ? Protocol.StatusFallback : status, index, id, 0);
 
     public static WireChunk? ReadChunk(in TreeHead head, ReadOnlySpan<byte> body)
     {
