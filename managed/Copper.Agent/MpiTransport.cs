@@ -22,14 +22,13 @@ internal sealed class MpiTransport
     private readonly int _wakeFd = Interop.Libc.EventFd(0, Interop.Libc.EFD_CLOEXEC | Interop.Libc.EFD_NONBLOCK);
     private int _napping;
     private readonly ManualResetEventSlim _initialized = new(false);
-    private readonly Action<int, byte[]> _onMessage;
+    private Action<int, byte[]>? _onMessage; // set once by Attach; until then MPI holds what arrives
     private readonly Thread _thread;
     private volatile bool _stopping;
     private string? _initError;
 
-    private MpiTransport(Action<int, byte[]> onMessage)
+    private MpiTransport()
     {
-        _onMessage = onMessage;
         _thread = new Thread(Run) { IsBackground = true, Name = "copper-mpi" };
     }
 
@@ -39,11 +38,15 @@ internal sealed class MpiTransport
 
     public string Host { get; private set; } = "?";
 
-    /// <summary>Initializes MPI on a new progress thread; throws when MPI cannot start.</summary>
-    public static MpiTransport Start(Action<int, byte[]> onMessage)
+    /// <summary>
+    /// Initializes MPI on a new progress thread; throws when MPI cannot start. Sends work at
+    /// once; nothing is received until <see cref="Attach"/> names who takes the messages
+    /// (until then they wait in MPI, which keeps their order).
+    /// </summary>
+    public static MpiTransport Start()
     {
         Interop.Mpi.RegisterResolver();
-        var t = new MpiTransport(onMessage);
+        var t = new MpiTransport();
         t._thread.Start();
         t._initialized.Wait();
         if (t._initError != null)
@@ -51,6 +54,19 @@ internal sealed class MpiTransport
             throw new InvalidOperationException(t._initError);
         }
         return t;
+    }
+
+    /// <summary>
+    /// From now on every message received goes to <paramref name="onMessage"/>, on the progress
+    /// thread (which it must only hand on). Once.
+    /// </summary>
+    public void Attach(Action<int, byte[]> onMessage)
+    {
+        if (Interlocked.CompareExchange(ref _onMessage, onMessage, null) != null)
+        {
+            throw new InvalidOperationException("the MPI transport already has a receiver");
+        }
+        Wake();
     }
 
     /// <summary>Queues <paramref name="message"/> for <paramref name="dest"/>; completes when MPI has sent it.</summary>
@@ -172,7 +188,8 @@ internal sealed class MpiTransport
                 pending.RemoveAt(i);
                 busy = true;
             }
-            for (int n = 0; n < 64; n++)
+            Action<int, byte[]>? receiver = Volatile.Read(ref _onMessage);
+            for (int n = 0; receiver != null && n < 64; n++)
             {
                 if (Interop.Mpi.Iprobe(any, Tag, out int flag, out int source, out _, out int count) != 0 || flag == 0)
                 {
@@ -188,7 +205,7 @@ internal sealed class MpiTransport
                 busy = true;
                 if (rc == 0 && got == count)
                 {
-                    _onMessage(source, buf);
+                    receiver(source, buf);
                 }
             }
 

@@ -37,7 +37,7 @@ namespace Copper.Agent
         public static async Task<int> RunAsync(AgentOptions o)
         {
             MpiTransport? mpi = null;
-            TreeAgent? tree = null;
+            TreeNode? tree = null;
             if (o.Mpi)
             {
                 // Said before MPI_Init, which waits for every rank: a launcher that times out
@@ -50,8 +50,7 @@ namespace Copper.Agent
                 }
                 try
                 {
-                    tree = new TreeAgent();
-                    mpi = MpiTransport.Start(tree.OnMessage);
+                    mpi = MpiTransport.Start();
                 }
                 catch (InvalidOperationException ex)
                 {
@@ -105,18 +104,25 @@ namespace Copper.Agent
             var counters = new Counters();
             using PfsTrace? trace = o.PfsTraceDir == null ? null : OpenTrace(o.PfsTraceDir, node);
             var local = new LocalFileSystemUpstream(counters, trace, o.Prefix, o.Mount);
-            TreeTopology? topo = null;
+            NodeCache cache;
             if (mpi != null)
             {
-                topo = new TreeTopology(mpi.Size, o.Trees, o.Fanout);
-                counters.Describe = tree!.DescribeTo;
+                // The tree's parts, now that MPI is up: the child side is the cache's upstream,
+                // the parent side serves the children from that cache.
+                var topo = new TreeTopology(mpi.Size, o.Trees, o.Fanout);
                 LogTree(log, mpi.Rank, mpi.Size, topo.Describe(mpi.Rank));
+                var peers = new TreePeers(mpi, topo, counters, log);
+                var patience = TimeSpan.FromSeconds(o.ParentTimeoutSeconds);
+                var child = new TreeChild(peers, local, patience);
+                cache = new NodeCache(child, counters, log, mirror, o.MaxCacheableBytes) { Pipelines = TreePeers.HasChildren(topo, mpi.Rank) };
+                tree = new TreeNode(peers, child, new TreeParent(peers, cache, patience), new TreeMembership(peers));
+                counters.Describe = tree.DescribeTo;
             }
-            var cache = new NodeCache(tree ?? (IUpstream)local, counters, log, mirror, o.MaxCacheableBytes)
+            else
             {
-                Pipelines = topo != null && TreeAgent.HasChildren(topo, mpi!.Rank),
-            };
-            using var stop = tree == null ? new CancellationTokenSource() : CancellationTokenSource.CreateLinkedTokenSource(tree.ShutdownRequested);
+                cache = new NodeCache(local, counters, log, mirror, o.MaxCacheableBytes);
+            }
+            using var stop = tree == null ? new CancellationTokenSource() : CancellationTokenSource.CreateLinkedTokenSource(tree.Membership.ShutdownRequested);
             using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
             using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
 
@@ -165,8 +171,8 @@ namespace Copper.Agent
                 Task serving = server.RunAsync(stop.Token);
                 if (tree != null)
                 {
-                    tree.Start(mpi!, topo!, cache, counters, log, local, TimeSpan.FromSeconds(o.ParentTimeoutSeconds));
-                    _ = AnnounceAsync(tree, mpi!, readyFile, stop.Token);
+                    tree.Start();
+                    _ = AnnounceAsync(tree.Membership, mpi!, readyFile, stop.Token);
                 }
                 else
                 {
@@ -189,7 +195,8 @@ namespace Copper.Agent
             if (tree != null)
             {
                 // Counters are on disk first: a dead child can take MPI down while we say goodbye.
-                await tree.StopChildrenAsync(TimeSpan.FromSeconds(1));
+                tree.Dispose();
+                await tree.Membership.StopChildrenAsync(TimeSpan.FromSeconds(1));
                 mpi!.Stop(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2));
             }
             Cleanup(o, pidFile, readyFile, cacheNote);
@@ -269,7 +276,7 @@ namespace Copper.Agent
         }
 
         /// <summary>Marks this node ready once it joined its trees; the root of tree 0 says when all have.</summary>
-        private static async Task AnnounceAsync(TreeAgent tree, MpiTransport mpi, string readyFile, CancellationToken ct)
+        private static async Task AnnounceAsync(TreeMembership tree, MpiTransport mpi, string readyFile, CancellationToken ct)
         {
             try
             {

@@ -1,0 +1,57 @@
+// The agent's place in the MPI tree, put together once MPI is up and the node's cache exists:
+// the child side (TreeChild, the cache's upstream), the parent side (TreeParent, serving the
+// children from the cache), membership (TreeMembership: joining, readiness, shutdown), and
+// what they share (TreePeers). This class only routes each message from the MPI progress
+// thread to its part; nothing here blocks.
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+
+namespace Copper.Agent;
+
+internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreeParent parent, TreeMembership membership) : IDisposable
+{
+    public TreeMembership Membership => membership;
+
+    /// <summary>Starts receiving (messages that came meanwhile waited in MPI) and joins the trees.</summary>
+    public void Start()
+    {
+        peers.Mpi.Attach(OnMessage);
+        membership.Join();
+    }
+
+    public void DescribeTo(Utf8JsonWriter w) => membership.DescribeTo(w, child.ParentDown);
+
+    /// <summary>Stops serving children (keep-alives included).</summary>
+    public void Dispose() => parent.Dispose();
+
+    /// <summary>
+    /// The progress thread's callback: replies go straight to their waiting request, requests
+    /// are served on the thread pool, membership messages are counted in.
+    /// </summary>
+    private void OnMessage(int source, byte[] m)
+    {
+        peers.Heard(source);
+        if (!TreeWire.TryReadHead(m, out TreeHead h))
+        {
+            LogMalformed(peers.Log, source, m.Length);
+            return;
+        }
+        switch (h.Kind)
+        {
+            case TreeKind.Request:
+                parent.OnRequest(source, h, m);
+                break;
+            case TreeKind.Reply or TreeKind.Chunk:
+                child.OnReply(h, m);
+                break;
+            case TreeKind.Alive:
+                break; // heard (above): that is all it says
+            default:
+                membership.OnMessage(source, h);
+                break;
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "malformed message from rank {Source} ({Length} bytes) dropped")]
+    private static partial void LogMalformed(ILogger logger, int source, int length);
+}
