@@ -37,7 +37,7 @@ public class TreeWireTests
     };
 
     [Theory]
-    [MemberData(nameof(Paths))]
+    [MemberData(nameof(Paths), DisableDiscoveryEnumeration = true)] // lone surrogates do not survive the serialization of discovered cases
     public void ARequestCarriesItsOpTreeIdArgumentAndPathBytes(string path)
     {
         byte[] m = TreeWire.Request(TreeOp.Fetch, 3, 0xDEAD_BEEF_0000_0042ul, 10L << 30, path);
