@@ -152,9 +152,6 @@ internal static partial class Interop
         [LibraryImport(Lib, EntryPoint = "setrlimit", SetLastError = true)]
         internal static partial int SetRlimit(int resource, in Rlimit limit);
 
-        [LibraryImport(Lib, EntryPoint = "getpid")]
-        internal static partial int GetPid();
-
         internal static int Errno => Marshal.GetLastPInvokeError();
 
         /// <summary>A struct stat for <paramref name="s"/>, with inode number <paramref name="ino"/> (the FUSE mount's own).</summary>

@@ -55,9 +55,6 @@ internal static partial class Interop
         [LibraryImport(Lib, EntryPoint = "copper_mpi_test")]
         public static partial int Test(ref nint request, out int flag, out int msgSource, out int msgTag, out int count);
 
-        [LibraryImport(Lib, EntryPoint = "copper_mpi_cancel")]
-        public static partial int Cancel(ref nint request);
-
         [LibraryImport(Lib, EntryPoint = "copper_mpi_finalize")]
         public static partial int Finalize();
 

@@ -54,19 +54,7 @@ internal sealed class TreeTopology
         }
     }
 
-    public int Depth(int tree, int rank)
-    {
-        int d = 0;
-        for (int p = PositionOf(tree, rank); p > 0; p = (p - 1) / Fanout)
-        {
-            d++;
-        }
-        return d;
-    }
-
     public int TreeOf(string path) => Trees == 1 ? 0 : (int)(Protocol.Fnv1a64(path) % (ulong)Trees);
-
-    public static int TreeOf(string path, int trees) => trees <= 1 ? 0 : (int)(Protocol.Fnv1a64(path) % (ulong)trees);
 
     public string Describe(int rank)
     {

@@ -49,28 +49,12 @@ EXPORT int copper_mpi_processor_name(char *name, int capacity)
 
 EXPORT int copper_mpi_any_source(void) { return MPI_ANY_SOURCE; }
 
-EXPORT int copper_mpi_any_tag(void) { return MPI_ANY_TAG; }
-
 EXPORT int copper_mpi_isend(const void *buf, int count, int dest, int tag, void **request)
 {
     MPI_Request *r = malloc(sizeof *r);
     if (!r)
         return MPI_ERR_NO_MEM;
     int rc = MPI_Isend(buf, count, MPI_BYTE, dest, tag, MPI_COMM_WORLD, r);
-    if (rc != MPI_SUCCESS) {
-        free(r);
-        return rc;
-    }
-    *request = r;
-    return MPI_SUCCESS;
-}
-
-EXPORT int copper_mpi_irecv(void *buf, int count, int source, int tag, void **request)
-{
-    MPI_Request *r = malloc(sizeof *r);
-    if (!r)
-        return MPI_ERR_NO_MEM;
-    int rc = MPI_Irecv(buf, count, MPI_BYTE, source, tag, MPI_COMM_WORLD, r);
     if (rc != MPI_SUCCESS) {
         free(r);
         return rc;
@@ -121,24 +105,6 @@ EXPORT int copper_mpi_test(void **request, int *flag, int *msg_source, int *msg_
     }
     return rc;
 }
-
-EXPORT int copper_mpi_cancel(void **request)
-{
-    MPI_Request *r = *request;
-    if (!r)
-        return MPI_SUCCESS;
-    int rc = MPI_Cancel(r);
-    MPI_Request_free(r);
-    free(r);
-    *request = NULL;
-    return rc;
-}
-
-EXPORT int copper_mpi_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
-
-EXPORT int copper_mpi_bcast(void *buf, int count, int root) { return MPI_Bcast(buf, count, MPI_BYTE, root, MPI_COMM_WORLD); }
-
-EXPORT int copper_mpi_abort(int code) { return MPI_Abort(MPI_COMM_WORLD, code); }
 
 EXPORT int copper_mpi_finalize(void) { return MPI_Finalize(); }
 

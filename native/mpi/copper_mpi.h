@@ -19,18 +19,12 @@ int copper_mpi_rank(int *rank);
 int copper_mpi_size(int *size);
 int copper_mpi_processor_name(char *name, int capacity);
 int copper_mpi_any_source(void);
-int copper_mpi_any_tag(void);
 int copper_mpi_isend(const void *buf, int count, int dest, int tag, void **request);
-int copper_mpi_irecv(void *buf, int count, int source, int tag, void **request);
 /* Blocking receive, for a message already seen by iprobe. */
 int copper_mpi_recv(void *buf, int count, int source, int tag, int *received);
 int copper_mpi_iprobe(int source, int tag, int *flag, int *msg_source, int *msg_tag, int *count);
 /* On completion (*flag = 1) the handle is freed and *request set to NULL. */
 int copper_mpi_test(void **request, int *flag, int *msg_source, int *msg_tag, int *count);
-int copper_mpi_cancel(void **request);
-int copper_mpi_barrier(void);
-int copper_mpi_bcast(void *buf, int count, int root);
-int copper_mpi_abort(int code);
 int copper_mpi_finalize(void);
 int copper_mpi_error_string(int code, char *text, int capacity);
 
