@@ -106,7 +106,7 @@ internal sealed class Answers(NodeCache cache, Counters counters)
                     return Head(Protocol.StatusFallback);
                 }
                 DirAnswer a = await cache.ListDirAsync(r.Path, ct);
-                return a.Status == 0 ? EncodeListing(a.Entries, r.Path) : Head(a.Status);
+                return a.Status == 0 ? EncodeListing(a.Entries, cache, r.Path) : Head(a.Status);
             }
             case Op.Open:
             {
@@ -124,13 +124,16 @@ internal sealed class Answers(NodeCache cache, Counters counters)
         }
     }
 
+    /// <summary>A LISTDIR reply: u32 count, then count x (copper_dirent, name).</summary>
+    public static byte[] EncodeListing(IReadOnlyList<DirEntry> entries) => EncodeListing(entries, null, null);
+
     /// <summary>
     /// A LISTDIR reply; with <paramref name="plusDir"/> (the listed directory), a LISTDIRPLUS
-    /// reply: each entry also says what this node already knows of it (its lstat; an entry that
-    /// is not a symlink has the same stat) and whether its file is materialized. Nothing is
-    /// fetched for it, so the file system sees no extra operation.
+    /// reply: each entry also says what <paramref name="cache"/> already knows of it (its lstat;
+    /// an entry that is not a symlink has the same stat) and whether its file is materialized.
+    /// Nothing is fetched for it, so the file system sees no extra operation.
     /// </summary>
-    public byte[] EncodeListing(IReadOnlyList<DirEntry> entries, string? plusDir = null)
+    private static byte[] EncodeListing(IReadOnlyList<DirEntry> entries, NodeCache? cache, string? plusDir)
     {
         int entrySize = plusDir == null ? Marshal.SizeOf<CopperDirent>() : Marshal.SizeOf<CopperDirentPlus>();
         long size = 8 + 4;
@@ -160,7 +163,7 @@ internal sealed class Answers(NodeCache cache, Counters counters)
                 var p = new CopperDirentPlus
                 {
                     De = d,
-                    LstatStatus = cache.PeekLstat(child, e.Type, out CopperStat st),
+                    LstatStatus = cache!.PeekLstat(child, e.Type, out CopperStat st),
                     OpenKind = cache.PeekMaterialized(child) ? (uint)OpenKind.File : 0,
                     St = st,
                 };

@@ -78,10 +78,11 @@ public class PathPolicyTests
     }
 
     [Fact]
-    public void TryDecodeSendsANameThatIsNotUtf8BackToTheRealPath()
+    public void TryDecodeKeepsTheBytesOfANameThatIsNotUtf8()
     {
-        Assert.Equal(Protocol.StatusFallback, Decode([.. "/lus/caf"u8, 0xE9], out string path));
-        Assert.Equal("/", path);
+        byte[] raw = [.. "/lus//caf"u8, 0xE9, .. "/./x"u8];
+        Assert.Equal(0, Decode(raw, out string path));
+        Assert.Equal([.. "/lus/caf"u8, 0xE9, .. "/x"u8], PathBytes.Encode(path));
     }
 
     [Theory]
