@@ -33,6 +33,8 @@ Task("Managed").Does(() =>
 {
     Run("dotnet", $"publish managed/Copper.Agent -c {configuration} -o \"{outDir.Combine("bin")}\" -p:DebugType=none");
     Run("dotnet", $"publish managed/Copper.Cli -c {configuration} -o \"{outDir.Combine("bin")}\" -p:DebugType=none");
+    // The benchmarks' PFS model (tools/bench/storm_bench.sh), not part of the product.
+    Run("dotnet", $"publish managed/Copper.PfsModel -c {configuration} -o \"{outDir.Combine("bin")}\" -p:DebugType=none");
 });
 
 Task("Tools").Does(() =>

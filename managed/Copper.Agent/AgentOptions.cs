@@ -23,10 +23,6 @@ internal sealed class AgentOptions
     public string? PfsTraceDir { get; private set; }
     public string? Mount { get; private set; }
     public double FuseTimeoutSeconds { get; private set; } = 3600;
-    public string? PfsModel { get; private set; }
-    public double ServiceMicros { get; private set; } = 200;
-    public double BandwidthMBps { get; private set; }
-    public string? ModelStats { get; private set; }
     public double IdleTimeoutSeconds { get; private set; } = LocalServer.DefaultIdleTimeout.TotalSeconds;
 
     /// <summary>This node's mount point: --mount, with ".n&lt;node&gt;" for simulated node k &gt; 0.</summary>
@@ -111,40 +107,19 @@ internal sealed class AgentOptions
                 case "--mount" when v.StartsWith('/'):
                     o.Mount = v.TrimEnd('/');
                     break;
-                case "--pfs-model" when v.StartsWith('/'):
-                    o.PfsModel = v;
-                    break;
-                case "--service-us" when double.TryParse(v, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double us) && us >= 0:
-                    o.ServiceMicros = us;
-                    break;
-                case "--bandwidth-mbps" when double.TryParse(v, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double bw) && bw >= 0:
-                    o.BandwidthMBps = bw;
-                    break;
-                case "--model-stats":
-                    o.ModelStats = v;
-                    break;
                 case "--fuse-timeout" when double.TryParse(v, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double ft) && ft >= 0:
                     o.FuseTimeoutSeconds = ft;
                     break;
                 case "--idle-timeout" when double.TryParse(v, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double it) && it > 0:
                     o.IdleTimeoutSeconds = it;
                     break;
-                case "--idle-timeout" or "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node" or "--fanout" or "--parent-timeout" or "--mount" or "--fuse-timeout" or "--pfs-model" or "--service-us" or "--bandwidth-mbps":
+                case "--idle-timeout" or "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node" or "--fanout" or "--parent-timeout" or "--mount" or "--fuse-timeout":
                     error = $"bad value for {a}: '{v}'";
                     return null;
                 default:
                     error = $"unknown option {a}";
                     return null;
             }
-        }
-        if (o.PfsModel != null)
-        {
-            if (o.Mount == null)
-            {
-                error = "--pfs-model needs --mount";
-                return null;
-            }
-            return o;
         }
         if (o.Prefix.Length < 2 || o.Prefix[0] != '/' || o.Prefix.EndsWith('/'))
         {

@@ -24,7 +24,9 @@ internal sealed unsafe partial class FuseMount : IDisposable
 
     private readonly IFuseBackend _fs;
     private readonly ILogger _log;
+    private readonly bool _kernelCaching;
     private readonly double _timeout;
+    private readonly Action<long>? _onRead;
     private readonly ConcurrentDictionary<string, ulong> _inoOf = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<ulong, string> _pathOf = new();
     private readonly ConcurrentDictionary<ulong, object> _handles = new();
@@ -38,12 +40,14 @@ internal sealed unsafe partial class FuseMount : IDisposable
     private volatile bool _noOpen;
     private volatile bool _noOpendir;
 
-    private FuseMount(IFuseBackend fs, ILogger log, string mountPoint, double timeout)
+    private FuseMount(IFuseBackend fs, ILogger log, string mountPoint, double timeout, bool kernelCaching, Action<long>? onRead)
     {
         _fs = fs;
         _log = log;
         MountPoint = mountPoint;
-        _timeout = fs.KernelCaching ? timeout : 0;
+        _kernelCaching = kernelCaching;
+        _timeout = kernelCaching ? timeout : 0;
+        _onRead = onRead;
         _inoOf["/"] = 1;
         _pathOf[1] = "/";
     }
@@ -100,8 +104,14 @@ internal sealed unsafe partial class FuseMount : IDisposable
         }
     }
 
-    /// <summary>Mounts <paramref name="mountPoint"/> and serves it on libfuse's threads.</summary>
-    public static FuseMount Start(IFuseBackend fs, ILogger log, string mountPoint, double timeout)
+    /// <summary>
+    /// Mounts <paramref name="mountPoint"/> and serves it on libfuse's threads. With
+    /// <paramref name="kernelCaching"/> the kernel keeps entries, attributes and negative lookups
+    /// for <paramref name="timeout"/> seconds, and file pages and listings (keep_cache, no-open);
+    /// without it the kernel caches nothing and every client operation reaches the backend (the
+    /// benchmarks' PFS model). <paramref name="onRead"/> hears the bytes of each read served.
+    /// </summary>
+    public static FuseMount Start(IFuseBackend fs, ILogger log, string mountPoint, double timeout, bool kernelCaching = true, Action<long>? onRead = null)
     {
         if (s_mount != null)
         {
@@ -110,7 +120,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
         Load();
         Directory.CreateDirectory(mountPoint);
         RefuseToHide(mountPoint);
-        var m = new FuseMount(fs, log, mountPoint, timeout);
+        var m = new FuseMount(fs, log, mountPoint, timeout, kernelCaching, onRead);
         m._ops = (Ops*)NativeMemory.AllocZeroed((nuint)sizeof(Ops));
         m._ops->Init = (nint)(delegate* unmanaged<void*, ConnInfo*, void>)&OnInit;
         m._ops->Lookup = (nint)(delegate* unmanaged<nint, ulong, byte*, void>)&OnLookup;
@@ -244,7 +254,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
         {
             return;
         }
-        if (!m._fs.KernelCaching)
+        if (!m._kernelCaching)
         {
             return;
         }
@@ -406,7 +416,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
             ulong fh = (ulong)Interlocked.Increment(ref m._nextFh);
             m._handles[fh] = h;
             fi->Fh = fh;
-            if (m._fs.KernelCaching)
+            if (m._kernelCaching)
             {
                 fi->Bits |= KeepCache;
             }
@@ -453,7 +463,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
             try
             {
                 int n = RandomAccess.Read(h, buf.AsSpan(0, want), off);
-                m._fs.Read(n);
+                m._onRead?.Invoke(n);
                 fixed (byte* p = buf)
                 {
                     ReplyBuf(req, p, (nuint)n);
@@ -581,7 +591,7 @@ internal sealed unsafe partial class FuseMount : IDisposable
             ulong fh = (ulong)Interlocked.Increment(ref m._nextFh);
             m._handles[fh] = d;
             fi->Fh = fh;
-            if (m._fs.KernelCaching)
+            if (m._kernelCaching)
             {
                 fi->Bits |= KeepCache | CacheReaddir;
             }

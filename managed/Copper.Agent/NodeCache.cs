@@ -11,13 +11,6 @@ using Microsoft.Extensions.Logging;
 
 namespace Copper.Agent;
 
-/// <summary>
-/// An open's outcome. <paramref name="Changed"/>: the file changed after this node answered
-/// its stat, and the metadata now describes the bytes materialized (a kernel that cached the
-/// old attributes must be told).
-/// </summary>
-internal sealed record OpenAnswer(int Status, OpenKind Kind, CopperStat St, byte[] LocalPath, bool Changed = false);
-
 internal sealed partial class NodeCache
 {
     private readonly IUpstream _upstream;

@@ -14,10 +14,6 @@ if (options == null)
     Console.Error.WriteLine("       FUSE: --mount DIR [--fuse-timeout SECONDS]");
     return 2;
 }
-if (options.PfsModel != null)
-{
-    return AgentHost.RunPfsModel(options);
-}
 if (options.PrintSocket)
 {
     Console.WriteLine(options.SocketPath);
@@ -223,56 +219,6 @@ namespace Copper.Agent
                 }
             }
             return (int)Math.Clamp((long)Math.Min(rl.Cur, int.MaxValue) - 512, 64, LocalServer.DefaultMaxConnections);
-        }
-
-        /// <summary>
-        /// The benchmarks' model of a parallel file system: SRC served at --mount through one
-        /// metadata queue (--service-us per operation) and --bandwidth-mbps of data, counted,
-        /// with the counts in --model-stats (rewritten every 200 ms and at exit).
-        /// </summary>
-        public static int RunPfsModel(AgentOptions o)
-        {
-            using ILoggerFactory loggers = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Warning));
-            var model = new PfsModelBackend(o.PfsModel!, o.ServiceMicros, o.BandwidthMBps * 1e6);
-            FuseMount mount;
-            try
-            {
-                mount = FuseMount.Start(model, loggers.CreateLogger("pfs-model"), o.Mount!, 0);
-            }
-            catch (Exception ex) when (ex is InvalidOperationException or DllNotFoundException or EntryPointNotFoundException or IOException or UnauthorizedAccessException)
-            {
-                Console.Error.WriteLine($"copper-agent: PFS model: {ex.Message}");
-                return 1;
-            }
-            using var stop = new ManualResetEventSlim();
-            using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
-            using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
-            Console.Out.WriteLine($"copper-agent: PFS model of {o.PfsModel} mounted at {o.Mount} ({o.ServiceMicros} us per metadata operation, {(o.BandwidthMBps > 0 ? o.BandwidthMBps + " MB/s" : "unlimited bandwidth")})");
-            do
-            {
-                WriteModelStats(o, model);
-            }
-            while (!stop.Wait(200));
-            mount.Dispose();
-            WriteModelStats(o, model);
-            return 0;
-        }
-
-        private static void WriteModelStats(AgentOptions o, PfsModelBackend model)
-        {
-            if (o.ModelStats == null)
-            {
-                return;
-            }
-            try
-            {
-                string tmp = o.ModelStats + ".tmp";
-                File.WriteAllBytes(tmp, model.ToJson());
-                File.Move(tmp, o.ModelStats, overwrite: true);
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
-            }
         }
 
         /// <summary>Marks this node ready once it joined its trees; the root of tree 0 says when all have.</summary>

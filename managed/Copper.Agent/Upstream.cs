@@ -5,14 +5,6 @@ using Copper.Interop;
 
 namespace Copper.Agent;
 
-internal readonly record struct StatAnswer(int Status, CopperStat St);
-
-internal sealed record LinkAnswer(int Status, byte[] Target);
-
-internal readonly record struct DirEntry(byte[] Name, ulong Ino, byte Type);
-
-internal sealed record DirAnswer(int Status, IReadOnlyList<DirEntry> Entries);
-
 /// <summary>Outcome of a fetch: for a regular file within the size cap, the bytes went to the sink.</summary>
 internal readonly record struct FetchAnswer(int Status, OpenKind Kind, CopperStat St);
 

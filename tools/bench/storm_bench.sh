@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Import-storm benchmark on one machine. The packages sit on a PFS model (copper-agent
-# --pfs-model: a FUSE passthrough where every metadata operation waits in one queue,
+# Import-storm benchmark on one machine. The packages sit on a PFS model (copper-pfs-model:
+# a FUSE passthrough where every metadata operation waits in one queue,
 # 200 us each by default, and nothing is cached by the client kernel), so "direct" means
 # every rank asks the PFS, as on a parallel file system under load.
 #
@@ -89,7 +89,7 @@ for d in sorted(os.scandir(root), key=lambda e: e.name):
 print(total)
 PY
 
-"$bin/copper-agent" --pfs-model "$src" --mount "$mnt" --service-us "$service_us" --model-stats "$work/model.json" >"$work/model.out" 2>&1 &
+"$bin/copper-pfs-model" "$src" --mount "$mnt" --service-us "$service_us" --model-stats "$work/model.json" >"$work/model.out" 2>&1 &
 model_pid=$!
 for _ in $(seq 100); do [[ -e $work/model.json ]] && grep -q " $mnt " /proc/mounts && break; sleep 0.05; done
 grep -q " $mnt " /proc/mounts || { echo "storm_bench.sh: the PFS model did not mount" >&2; cat "$work/model.out" >&2; exit 1; }
