@@ -170,6 +170,31 @@ public class FuseTests
         }
     }
 
+    [Fact]
+    public void AListingTheTreeCannotCarryIsTheRealListingThroughAChildsMount()
+    {
+        // A directory whose listing is larger than one reply: the parent answers "too long"
+        // (Copper's own status, not an errno), and the child's mount lists the real directory,
+        // as the shim does, instead of failing with EIO.
+        using var job = new CopperJob(2, "fusebiglist");
+        string dir = Path.Combine(job.Root, "big");
+        Directory.CreateDirectory(dir);
+        string stem = new('x', 240);
+        int count = (int)(Copper.Interop.Protocol.MaxPayload / (16 + stem.Length + 6)) + 1000;
+        for (int i = 0; i < count; i++)
+        {
+            File.Create(Path.Combine(dir, $"{stem}{i:D6}")).Dispose();
+        }
+        job.LaunchOrFail();
+        const string List = "ls -f \"$1\" | LC_ALL=C sort | md5sum; ls -f \"$1\" | wc -l";
+        ProcResult direct = Harness.Run("/bin/bash", ["-c", List, "list", dir], NoShim);
+        ProcResult viaChild = Harness.Run("/bin/bash", ["-c", "set -o pipefail; " + List, "list", job.Prefix + ".n1" + dir], NoShim);
+        Assert.True(direct.ExitCode == 0, direct.ToString());
+        Assert.True(viaChild.ExitCode == 0, viaChild.ToString());
+        Assert.Contains((count + 2).ToString(), direct.Stdout);
+        Assert.Equal(direct.Stdout, viaChild.Stdout);
+    }
+
     private static JsonElement Stats(AgentProcess agent)
     {
         using var s = agent.Connect();
