@@ -1,11 +1,16 @@
-// What a FUSE mount serves: the answers to the questions FuseMount turns kernel requests
-// into. The agent's mount is backed by its NodeCache (NodeCacheBackend.cs); the benchmarks'
-// PFS model (managed/Copper.PfsModel) links this file and FuseMount.cs and serves a
-// passthrough of a real directory.
+// What a FUSE mount serves: the answers to the questions the mount's operations (FuseOps.cs)
+// turn kernel requests into. The agent's mount is backed by its NodeCache (NodeCacheBackend.cs,
+// which also holds the fallback to the real file system); the benchmarks' PFS model
+// (managed/Copper.PfsModel) links this file and the mount's files and serves a passthrough of
+// a real directory.
 using Copper.Interop;
 
 namespace Copper.Agent;
 
+/// <summary>
+/// Every status is 0 or a positive errno, the answer the mount gives: a backend resolves its own
+/// failures (falls back) before answering. The one exception is <see cref="PeekLstat"/>.
+/// </summary>
 internal interface IFuseBackend
 {
     /// <summary>The directory whose file system statfs on the mount describes.</summary>

@@ -108,6 +108,9 @@ internal static unsafe partial class Interop
         public static delegate* unmanaged<nint, byte*, nuint, byte*, EntryParam*, long, nuint> AddDirentryPlus;
         public static delegate* unmanaged<nint, ulong, long, long, int> NotifyInvalInode;
 
+        /// <summary>fuse_req_userdata: the userdata given to fuse_session_new, for the request's session.</summary>
+        public static delegate* unmanaged<nint, nint> ReqUserdata;
+
         [LibraryImport("libc", EntryPoint = "dlvsym")]
         private static partial nint DlVSym(nint handle, byte* symbol, byte* version);
 
@@ -147,6 +150,7 @@ internal static unsafe partial class Interop
             AddDirentry = (delegate* unmanaged<nint, byte*, nuint, byte*, Libc.StatBuf*, long, nuint>)Sym(lib, "fuse_add_direntry", "FUSE_3.0");
             AddDirentryPlus = (delegate* unmanaged<nint, byte*, nuint, byte*, EntryParam*, long, nuint>)Sym(lib, "fuse_add_direntry_plus", "FUSE_3.0");
             NotifyInvalInode = (delegate* unmanaged<nint, ulong, long, long, int>)Sym(lib, "fuse_lowlevel_notify_inval_inode", "FUSE_3.0");
+            ReqUserdata = (delegate* unmanaged<nint, nint>)Sym(lib, "fuse_req_userdata", "FUSE_3.0");
         }
     }
 }

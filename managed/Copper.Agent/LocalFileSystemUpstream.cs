@@ -1,6 +1,5 @@
 // IUpstream over the real file system: what a tree root (or a lone node) does.
 // Every real operation is counted by kind, so `copper stats` can show PFS traffic.
-using System.Runtime.InteropServices;
 using Copper.Interop;
 
 namespace Copper.Agent;
@@ -48,92 +47,34 @@ internal sealed class LocalFileSystemUpstream : IUpstream
     public ValueTask<StatAnswer> StatAsync(string path, bool follow, CancellationToken ct)
     {
         path = Real(path);
-        Interop.Libc.StatBuf buf;
-        int rc;
-        if (follow)
-        {
-            Count(PfsOp.Stat, path);
-            rc = Interop.Libc.Stat(path, out buf);
-        }
-        else
-        {
-            Count(PfsOp.Lstat, path);
-            rc = Interop.Libc.Lstat(path, out buf);
-        }
-        return ValueTask.FromResult(rc == 0
-            ? new StatAnswer(0, Interop.Libc.ToCopper(buf))
-            : new StatAnswer(Interop.Libc.Errno, default));
+        Count(follow ? PfsOp.Stat : PfsOp.Lstat, path);
+        return ValueTask.FromResult(RealFileSystem.Stat(path, follow));
     }
 
-    public unsafe ValueTask<LinkAnswer> ReadLinkAsync(string path, CancellationToken ct)
+    public ValueTask<LinkAnswer> ReadLinkAsync(string path, CancellationToken ct)
     {
         path = Real(path);
         Count(PfsOp.ReadLink, path);
-        byte[] buf = new byte[Protocol.MaxPath];
-        nint n;
-        fixed (byte* p = buf)
-        {
-            n = Interop.Libc.ReadLink(path, p, buf.Length);
-        }
-        if (n < 0)
-        {
-            return ValueTask.FromResult(new LinkAnswer(Interop.Libc.Errno, []));
-        }
-        return ValueTask.FromResult(new LinkAnswer(0, buf.AsSpan(0, (int)n).ToArray()));
+        return ValueTask.FromResult(RealFileSystem.ReadLink(path));
     }
 
     public ValueTask<int> AccessAsync(string path, int mode, CancellationToken ct)
     {
         path = Real(path);
         Count(PfsOp.Access, path);
-        int rc = Interop.Libc.Access(path, mode);
-        return ValueTask.FromResult(rc == 0 ? 0 : Interop.Libc.Errno);
+        return ValueTask.FromResult(RealFileSystem.Access(path, mode));
     }
 
-    public unsafe ValueTask<DirAnswer> ListDirAsync(string path, CancellationToken ct)
+    public ValueTask<DirAnswer> ListDirAsync(string path, CancellationToken ct)
     {
         path = Real(path);
         Count(PfsOp.OpenDir, path);
-        nint dir = Interop.Libc.OpenDir(path);
-        if (dir == 0)
+        DirAnswer a = RealFileSystem.List(path);
+        if (a.Status == 0)
         {
-            return ValueTask.FromResult(new DirAnswer(Interop.Libc.Errno, []));
+            Count(PfsOp.ReadDir, path);
         }
-        var entries = new List<DirEntry>();
-        try
-        {
-            while (true)
-            {
-                Marshal.SetLastPInvokeError(0);
-                nint ent = Interop.Libc.ReadDir(dir);
-                if (ent == 0)
-                {
-                    int err = Interop.Libc.Errno;
-                    if (err != 0)
-                    {
-                        return ValueTask.FromResult(new DirAnswer(err, []));
-                    }
-                    break;
-                }
-                // struct dirent64: u64 d_ino, i64 d_off, u16 d_reclen, u8 d_type, char d_name[].
-                byte* p = (byte*)ent;
-                ulong ino = *(ulong*)p;
-                byte type = p[18];
-                var name = new ReadOnlySpan<byte>(p + 19, 256);
-                name = name[..name.IndexOf((byte)0)];
-                if (name.SequenceEqual("."u8) || name.SequenceEqual(".."u8))
-                {
-                    continue;
-                }
-                entries.Add(new DirEntry(name.ToArray(), ino, type));
-            }
-        }
-        finally
-        {
-            Interop.Libc.CloseDir(dir);
-        }
-        Count(PfsOp.ReadDir, path);
-        return ValueTask.FromResult(new DirAnswer(0, entries));
+        return ValueTask.FromResult(a);
     }
 
     public async ValueTask<FetchAnswer> FetchAsync(string path, long maxBytes, IFetchSink sink, CancellationToken ct)

@@ -1,5 +1,9 @@
 // The agent's own mount: answers from the node cache (the same answers and the same tree as
-// the shim); where Copper cannot answer, the real file system does, as the shim falls back.
+// the shim). The mount's one fallback rule lives here, and only here: wherever the cache
+// answers with a status of Copper's own (negative: it could not ask, the answer would not fit
+// a reply, the file is larger than -M...), the real file system at that path answers, for
+// every operation, as the shim falls back. So every answer leaving this backend is 0 or an
+// errno; a real errno from the cache (ENOENT, EACCES...) is an answer and stays one.
 using Copper.Interop;
 
 namespace Copper.Agent;
@@ -11,24 +15,44 @@ internal sealed class NodeCacheBackend(NodeCache cache) : IFuseBackend
     public StatAnswer Lstat(string path)
     {
         StatAnswer a = cache.StatAsync(path, follow: false, CancellationToken.None).GetAwaiter().GetResult();
-        if (a.Status >= 0)
-        {
-            return a;
-        }
-        return Interop.Libc.Lstat(path, out Interop.Libc.StatBuf b) == 0 ? new StatAnswer(0, Interop.Libc.ToCopper(b)) : new StatAnswer(Interop.Libc.Errno, default);
+        return a.Status >= 0 ? a : RealFileSystem.Stat(path, follow: false);
     }
 
-    public LinkAnswer ReadLink(string path) => cache.ReadLinkAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+    public LinkAnswer ReadLink(string path)
+    {
+        LinkAnswer a = cache.ReadLinkAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+        return a.Status >= 0 ? a : RealFileSystem.ReadLink(path);
+    }
 
     public int Access(string path, int mode)
     {
         int s = cache.AccessAsync(path, mode, CancellationToken.None).GetAwaiter().GetResult();
-        return s >= 0 ? s : (Interop.Libc.Access(path, mode) == 0 ? 0 : Interop.Libc.Errno);
+        return s >= 0 ? s : RealFileSystem.Access(path, mode);
     }
 
-    public DirAnswer List(string path) => cache.ListDirAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+    public DirAnswer List(string path)
+    {
+        DirAnswer a = cache.ListDirAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+        return a.Status >= 0 ? a : RealFileSystem.List(path);
+    }
 
-    public OpenAnswer Open(string path) => cache.OpenAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+    /// <summary>The materialized copy, or else the real file itself (what the shim opens when Copper cannot).</summary>
+    public OpenAnswer Open(string path)
+    {
+        OpenAnswer a = cache.OpenAsync(path, CancellationToken.None).GetAwaiter().GetResult();
+        if (a.Status >= 0)
+        {
+            return a;
+        }
+        StatAnswer real = RealFileSystem.Stat(path, follow: true);
+        if (real.Status != 0)
+        {
+            return new OpenAnswer(real.Status, 0, default, []);
+        }
+        OpenKind kind = (real.St.Mode & Interop.Libc.S_IFMT) == Interop.Libc.S_IFDIR ? OpenKind.Dir : OpenKind.File;
+        return new OpenAnswer(0, kind, real.St, PathBytes.Encode(path));
+    }
 
+    /// <summary>Never asks anyone: "not known here" (negative) means the entry goes without attributes.</summary>
     public int PeekLstat(string path, byte direntType, out CopperStat st) => cache.PeekLstat(path, direntType, out st);
 }

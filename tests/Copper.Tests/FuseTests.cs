@@ -170,6 +170,104 @@ public class FuseTests
         }
     }
 
+    [Fact]
+    public void AListingTheTreeCannotCarryIsTheRealListingThroughAChildsMount()
+    {
+        // A directory whose listing is larger than one reply: the parent answers "too long"
+        // (Copper's own status, not an errno), and the child's mount lists the real directory,
+        // as the shim does, instead of failing with EIO.
+        using var job = new CopperJob(2, "fusebiglist");
+        string dir = Path.Combine(job.Root, "big");
+        Directory.CreateDirectory(dir);
+        string stem = new('x', 240);
+        int count = (int)(Copper.Interop.Protocol.MaxPayload / (16 + stem.Length + 6)) + 1000;
+        for (int i = 0; i < count; i++)
+        {
+            File.Create(Path.Combine(dir, $"{stem}{i:D6}")).Dispose();
+        }
+        job.LaunchOrFail();
+        const string List = "ls -f \"$1\" | LC_ALL=C sort | md5sum; ls -f \"$1\" | wc -l";
+        ProcResult direct = Harness.Run("/bin/bash", ["-c", List, "list", dir], NoShim);
+        ProcResult viaChild = Harness.Run("/bin/bash", ["-c", "set -o pipefail; " + List, "list", job.Prefix + ".n1" + dir], NoShim);
+        Assert.True(direct.ExitCode == 0, direct.ToString());
+        Assert.True(viaChild.ExitCode == 0, viaChild.ToString());
+        Assert.Contains((count + 2).ToString(), direct.Stdout);
+        Assert.Equal(direct.Stdout, viaChild.Stdout);
+    }
+
+    /// <summary>A passthrough of the real directory <paramref name="root"/>.</summary>
+    private sealed class Passthrough(string root) : Copper.Agent.IFuseBackend
+    {
+        private string Real(string path) => path == "/" ? root : root + path;
+
+        public string StatfsPath => root;
+
+        public Copper.Agent.StatAnswer Lstat(string path) => Copper.Agent.RealFileSystem.Stat(Real(path), follow: false);
+
+        public Copper.Agent.LinkAnswer ReadLink(string path) => Copper.Agent.RealFileSystem.ReadLink(Real(path));
+
+        public int Access(string path, int mode) => Copper.Agent.RealFileSystem.Access(Real(path), mode);
+
+        public Copper.Agent.DirAnswer List(string path) => Copper.Agent.RealFileSystem.List(Real(path));
+
+        public Copper.Agent.OpenAnswer Open(string path)
+        {
+            Copper.Agent.StatAnswer s = Copper.Agent.RealFileSystem.Stat(Real(path), follow: true);
+            Copper.Interop.OpenKind kind = (s.St.Mode & 0xF000) == 0x4000 ? Copper.Interop.OpenKind.Dir : Copper.Interop.OpenKind.File;
+            return new Copper.Agent.OpenAnswer(s.Status, s.Status == 0 ? kind : 0, s.St, Copper.Agent.PathBytes.Encode(Real(path)));
+        }
+
+        public int PeekLstat(string path, byte direntType, out Copper.Interop.CopperStat st)
+        {
+            st = default;
+            return Copper.Interop.Protocol.StatusFallback;
+        }
+    }
+
+    [Fact]
+    public void TwoMountsInOneProcessServeEachItsOwn()
+    {
+        // Each mount's state comes to its callbacks with the request (libfuse's userdata), so
+        // one process may serve several, each with its own answers and counts.
+        string[] dirs = [Harness.TempDir("fusetwo-a"), Harness.TempDir("fusetwo-b"), Harness.TempDir("fusetwo-ma"), Harness.TempDir("fusetwo-mb")];
+        File.WriteAllText(Path.Combine(dirs[0], "which"), "a\n");
+        File.WriteAllText(Path.Combine(dirs[1], "which"), "b\n");
+        Copper.Agent.FuseMount? one = null, two = null;
+        try
+        {
+            var log = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+            one = Copper.Agent.FuseMount.Start(new Passthrough(dirs[0]), log, dirs[2], 0, kernelCaching: false);
+            two = Copper.Agent.FuseMount.Start(new Passthrough(dirs[1]), log, dirs[3], 0, kernelCaching: false);
+            ProcResult r = Harness.Bash($"cat {dirs[2]}/which {dirs[3]}/which {dirs[2]}/which; ls {dirs[3]}", NoShim);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            Assert.Equal("a\nb\na\nwhich\n", r.Stdout);
+            static JsonElement Requests(Copper.Agent.FuseMount m)
+            {
+                using var ms = new MemoryStream();
+                using (var w = new Utf8JsonWriter(ms))
+                {
+                    w.WriteStartObject();
+                    m.DescribeTo(w);
+                    w.WriteEndObject();
+                }
+                return JsonDocument.Parse(ms.ToArray()).RootElement.GetProperty("fuse_requests").Clone();
+            }
+            Assert.Equal(2, Requests(one).GetProperty("open").GetInt64());
+            Assert.Equal(1, Requests(two).GetProperty("open").GetInt64());
+            Assert.Equal(0, Requests(one).GetProperty("opendir").GetInt64());
+            Assert.True(Requests(two).GetProperty("opendir").GetInt64() >= 1);
+        }
+        finally
+        {
+            two?.Dispose();
+            one?.Dispose();
+            foreach (string d in dirs)
+            {
+                Directory.Delete(d, recursive: true);
+            }
+        }
+    }
+
     private static JsonElement Stats(AgentProcess agent)
     {
         using var s = agent.Connect();
