@@ -175,6 +175,7 @@ public static class LocalUsers
         }
         Harness.Run("chmod", new[] { "-R", "a+rX", dir });
         Harness.Run("chmod", new[] { "0755", dir });
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => Harness.Run("rm", new[] { "-rf", dir });
         return dir;
     });
 
