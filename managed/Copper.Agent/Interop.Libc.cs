@@ -129,6 +129,9 @@ internal static partial class Interop
         [LibraryImport(Lib, EntryPoint = "unlink", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller), SetLastError = true)]
         internal static partial int Unlink(string path);
 
+        [LibraryImport(Lib, EntryPoint = "rmdir", StringMarshalling = StringMarshalling.Custom, StringMarshallingCustomType = typeof(PathMarshaller), SetLastError = true)]
+        internal static partial int Rmdir(string path);
+
         internal const int O_WRONLY = 1;
         internal const int O_CREAT = 0x40;
         internal const int O_EXCL = 0x80;

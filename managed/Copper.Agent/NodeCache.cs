@@ -466,6 +466,35 @@ internal static class MirrorFiles
         return new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true), FileAccess.Write, 1 << 16);
     }
 
+    /// <summary>
+    /// Removes <paramref name="dir"/> and everything below it, by the bytes of each name (.NET's
+    /// recursive delete cannot name what is not UTF-8, and would leave the cache behind).
+    /// Symlinks are removed, never followed. Best effort: what cannot go stays.
+    /// </summary>
+    public static void DeleteTree(string dir)
+    {
+        const byte DtDir = 4, DtUnknown = 0;
+        DirAnswer listing = RealFileSystem.List(dir);
+        if (listing.Status == 0)
+        {
+            foreach (DirEntry e in listing.Entries)
+            {
+                string child = (dir == "/" ? "/" : dir + "/") + PathBytes.Decode(e.Name);
+                bool isDir = e.Type == DtDir
+                    || (e.Type == DtUnknown && RealFileSystem.Stat(child, follow: false) is { Status: 0 } st && (st.St.Mode & 0xF000) == Interop.Libc.S_IFDIR);
+                if (isDir)
+                {
+                    DeleteTree(child);
+                }
+                else
+                {
+                    Interop.Libc.Unlink(child);
+                }
+            }
+        }
+        Interop.Libc.Rmdir(dir);
+    }
+
     public static void Check(int rc, string what, string path)
     {
         if (rc < 0)

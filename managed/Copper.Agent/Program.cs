@@ -267,9 +267,9 @@ namespace Copper.Agent
                 {
                 }
             }
+            MirrorFiles.DeleteTree(o.EffectiveCacheDir);
             try
             {
-                Directory.Delete(o.EffectiveCacheDir, recursive: true);
                 Directory.Delete(o.NodeDir);
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)

@@ -180,12 +180,7 @@ public sealed class AgentProcess : IDisposable
     {
         Stop();
         _process.Dispose();
-        try
-        {
-            Directory.Delete(Root, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
+        // rm, not Directory.Delete: a test may leave names that are not UTF-8, which .NET cannot name.
+        Harness.Run("rm", new[] { "-rf", Root });
     }
 }

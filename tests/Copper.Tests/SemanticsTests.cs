@@ -96,6 +96,11 @@ print(before, len(data), data == open(F, 'rb').read(), os.stat(M + F).st_size)
             Assert.Equal(direct.Stdout, viaMount.Stdout);
             Assert.True(viaShim.ExitCode == 0, viaShim.ToString());
             Assert.Equal(direct.Stdout, viaShim.Stdout);
+            // The agent's stop removes its cache, names that are not UTF-8 included.
+            string cache = Path.Combine(agent.Root, "cache");
+            Assert.True(Directory.Exists(cache));
+            agent.Stop();
+            Assert.False(Directory.Exists(cache), "the agent left its cache behind");
         }
         finally
         {
