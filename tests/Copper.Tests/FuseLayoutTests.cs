@@ -13,6 +13,7 @@ public class FuseLayoutTests
         string dir = Harness.TempDir("fuselayout");
         string exe = Harness.CompileC(Harness.Program("fuse_layout.c"), Path.Combine(dir, "fuse_layout"), "-I/usr/include/fuse3");
         ProcResult r = Harness.Run(exe, []);
+        Directory.Delete(dir, recursive: true);
         Assert.Equal(0, r.ExitCode);
         return r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' '))
             .ToDictionary(p => p[0], p => long.Parse(p[1]));

@@ -13,6 +13,7 @@ public class ProtocolLayoutTests
         string dir = Harness.TempDir("layout");
         string exe = Harness.CompileC(Harness.Program("layout.c"), Path.Combine(dir, "layout"), "-I", Path.Combine(Harness.RepoRoot, "interop"));
         ProcResult r = Harness.Run(exe, Array.Empty<string>());
+        Directory.Delete(dir, recursive: true);
         Assert.Equal(0, r.ExitCode);
         return r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)
             .Select(l => l.Split(' '))
