@@ -47,6 +47,10 @@ Task("Tools").Does(() =>
         CopyFile(script, dest);
         Run("chmod", $"0755 \"{dest}\"");
     }
+    // The test bed: N nodes on this one machine (tools/cluster/cluster), installed as out/bin/cluster.
+    var cluster = bin.CombineWithFilePath("cluster");
+    CopyFile("tools/cluster/cluster", cluster);
+    Run("chmod", $"0755 \"{cluster}\"");
 });
 
 Task("Build").IsDependentOn("Native").IsDependentOn("Managed").IsDependentOn("Tools");
