@@ -5,8 +5,9 @@ using System.Text.Json;
 
 namespace Copper.Agent;
 
-internal sealed class TreeMembership(TreePeers peers)
+internal sealed class TreeMembership
 {
+    private readonly TreePeers peers;
     private readonly Lock _lock = new();
     private readonly TaskCompletionSource _joined = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource<int> _treeReady = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -15,6 +16,24 @@ internal sealed class TreeMembership(TreePeers peers)
     private int _childrenMissing;  // protected by _lock
     private int _subtree = 1;      // protected by _lock
     private bool _reported;        // protected by _lock
+
+    /// <summary>
+    /// What is missing is counted here, from the shape alone, before any message can arrive: a
+    /// child's Subtree may come before this agent sends its own Join.
+    /// </summary>
+    public TreeMembership(TreePeers peers)
+    {
+        this.peers = peers;
+        TreeTopology topo = peers.Topo;
+        _childrenMissing = topo.Children(0, peers.Rank).Count();
+        for (int t = 0; t < topo.Trees; t++)
+        {
+            if (topo.Parent(t, peers.Rank) >= 0)
+            {
+                _acksMissing++;
+            }
+        }
+    }
 
     /// <summary>Completes when this agent has joined every tree (its parents answered).</summary>
     public Task Joined => _joined.Task;
@@ -29,17 +48,6 @@ internal sealed class TreeMembership(TreePeers peers)
     public void Join()
     {
         TreeTopology topo = peers.Topo;
-        lock (_lock)
-        {
-            _childrenMissing = topo.Children(0, peers.Rank).Count();
-            for (int t = 0; t < topo.Trees; t++)
-            {
-                if (topo.Parent(t, peers.Rank) >= 0)
-                {
-                    _acksMissing++;
-                }
-            }
-        }
         for (int t = 0; t < topo.Trees; t++)
         {
             int parent = topo.Parent(t, peers.Rank);
