@@ -40,7 +40,8 @@ public class ClusterTests
         string name = "ct" + Guid.NewGuid().ToString("N")[..8];
         string state = "/run/copper-cluster/" + name;
         // Outside /tmp (each node has its own), so every node and the root see the same directory.
-        string shared = Path.Combine(AppContext.BaseDirectory, "cluster-shared-" + name);
+        // Outside /tmp (each node has its own) whatever the checkout's place, which may be under /tmp.
+        string shared = Path.Combine("/var/tmp", "copper-cluster-shared-" + name);
         string marker = "copper-cluster-" + name;
         var holders = new List<int>();
         try
