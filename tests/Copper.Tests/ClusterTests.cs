@@ -1,6 +1,7 @@
 // The test bed (out/bin/cluster, from tools/cluster/cluster): three nodes on this machine, each
 // with its own hostname, address and /tmp; names resolve and TCP crosses nodes; the rest of the
-// file system is shared; down leaves no namespace, process or state behind.
+// file system is shared; down leaves no namespace, process or state behind. With --ssh, ssh
+// between nodes by key carries Hydra's ssh launcher and a Copper job over two nodes.
 using Xunit;
 
 namespace Copper.Tests;
@@ -139,6 +140,114 @@ exit $((ok + rc))
             if (Directory.Exists(shared))
             {
                 Directory.Delete(shared, recursive: true);
+            }
+        }
+    }
+
+    [Fact]
+    public void SshBetweenNodesCarriesHydraAndACopperJob()
+    {
+        string name = "cs" + Guid.NewGuid().ToString("N")[..8];
+        string state = "/run/copper-cluster/" + name;
+        // Outside /tmp (each node has its own): the hostfile, the exports and the scripts.
+        string shared = Path.Combine("/var/tmp", "copper-cluster-shared-" + name);
+        // The installed tree must be visible in the nodes: a checkout under /tmp is not.
+        string install = Harness.Out;
+        string? copied = null;
+        if (Harness.Out == "/tmp" || Harness.Out.StartsWith("/tmp/", StringComparison.Ordinal))
+        {
+            copied = install = Path.Combine("/var/tmp", "copper-test-install-" + name);
+        }
+        string bin = Path.Combine(install, "bin");
+        // Under each node's own /tmp: the prefix path, the agents' runtime, cache and logs.
+        string prefix = "/tmp/copper-ssh-" + name + "/copper";
+        const string mpiEnv = "export UCX_TLS=tcp,self UCX_NET_DEVICES=eth0 COPPER_RUNTIME_DIR=/tmp/copper-ssh-run";
+        try
+        {
+            if (copied != null)
+            {
+                ProcResult cp = Harness.Run("cp", new[] { "-a", Harness.Out, copied });
+                Assert.True(cp.ExitCode == 0, cp.ToString());
+            }
+            Directory.CreateDirectory(shared);
+            string hosts = Path.Combine(shared, "hosts");
+            File.WriteAllText(hosts, "node1\nnode2\n");
+
+            ProcResult up = Run(name, "up", "2", "--ssh");
+            Assert.True(up.ExitCode == 0, up.ToString());
+
+            // ssh by name from node 1 to node 2, without a prompt.
+            ProcResult ssh = Exec(name, 1, "timeout", "30", "ssh", "node2", "hostname");
+            Assert.True(ssh.ExitCode == 0, ssh.ToString());
+            Assert.Equal("node2", ssh.Stdout.Trim());
+
+            // Hydra's ssh launcher, unchanged: one rank on each node.
+            ProcResult mpi = Exec(name, 1, "/bin/bash", "-c",
+                $"{mpiEnv}; timeout 40 mpiexec.mpich -launcher ssh -f {hosts} -n 2 -ppn 1 hostname");
+            Assert.True(mpi.ExitCode == 0, mpi.ToString());
+            Assert.Equal(new[] { "node1", "node2" },
+                mpi.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(s => s.Trim()).Order());
+
+            // A Copper job over both nodes, launched from node 1 (mpiexec reaches node 2 by ssh);
+            // numpy imported on node 2 through the prefix with the shim; stopped on each node.
+            string exports = Path.Combine(shared, "exports");
+            ProcResult launch = Exec(name, 1, "/bin/bash", "-c",
+                $"set -e; {mpiEnv}; timeout 60 {bin}/launch_copper.sh -H {hosts} -v {prefix} -c /tmp/copper-ssh-cache -b none --no-fuse -s 30 > {exports}");
+            Assert.True(launch.ExitCode == 0, launch.ToString());
+            ProcResult import = Exec(name, 2, "/bin/bash", "-c",
+                $"set -e; {mpiEnv}; . {exports}; "
+                + "LD_PRELOAD=$COPPER_PRELOAD PYTHONPATH=$COPPER_PREFIX/usr/lib/python3/dist-packages timeout 60 /usr/bin/python3 -c 'import numpy; print(numpy.__file__)'; "
+                + "test -d /tmp/copper-ssh-cache/mirror/usr/lib/python3/dist-packages/numpy");
+            Assert.True(import.ExitCode == 0, import.ToString());
+            Assert.Equal(prefix + "/usr/lib/python3/dist-packages/numpy/__init__.py", import.Stdout.Trim());
+            for (int k = 2; k >= 1; k--)
+            {
+                ProcResult stop = Exec(name, k, "/bin/bash", "-c", $"{mpiEnv}; timeout 60 {bin}/stop_copper.sh -v {prefix}");
+                Assert.True(stop.ExitCode == 0, stop.ToString());
+            }
+
+            // Nothing of the job is left: in each node only the holder and the sshd remain
+            // (a killed process may stay a zombie for a moment; it holds nothing).
+            string leftScript = $@"for i in $(seq 1 100); do
+  left=
+  for k in 1 2; do
+    for p in $(ip netns pids cu-{name}-$k); do
+      s=$(awk '{{print $3}}' /proc/$p/stat 2>/dev/null) || continue
+      [ ""$s"" = Z ] && continue
+      c=$(cat /proc/$p/comm 2>/dev/null) || continue
+      case $c in sleep|sshd) ;; *) left=""$left node$k:$p:$c"" ;; esac
+    done
+  done
+  [ -z ""$left"" ] && exit 0
+  sleep 0.1
+done
+echo ""left:$left""; exit 1";
+            ProcResult left = Harness.Bash(leftScript, timeoutMs: 60_000);
+            Assert.True(left.ExitCode == 0, left.ToString());
+            ProcResult agents = Harness.Run("pgrep", new[] { "-af", prefix });
+            Assert.True(agents.ExitCode != 0, "a process of the job is left: " + agents.Stdout);
+            for (int k = 1; k <= 2; k++)
+            {
+                ProcResult rest = Exec(name, k, "/bin/bash", "-c", "ls -A /tmp/copper-ssh-run /tmp/copper-ssh-cache 2>/dev/null || true");
+                Assert.True(rest.ExitCode == 0 && rest.Stdout.Trim() == "", $"node{k} keeps agent files: " + rest);
+            }
+
+            ProcResult down = Run(name, "down");
+            Assert.True(down.ExitCode == 0, down.ToString());
+            Assert.False(Directory.Exists(state), "the state directory (with the keys) is left");
+            ProcResult netns = Harness.Run("ip", new[] { "netns", "list" });
+            Assert.DoesNotContain($"cu-{name}-", netns.Stdout);
+        }
+        finally
+        {
+            Run(name, "down");
+            if (Directory.Exists(shared))
+            {
+                Directory.Delete(shared, recursive: true);
+            }
+            if (copied != null && Directory.Exists(copied))
+            {
+                Directory.Delete(copied, recursive: true);
             }
         }
     }
