@@ -28,8 +28,8 @@ int copper_open_real(const char *real, int flags, mode_t mode, int trailing)
             return -s;
     } else if (copper_open_wants_write(flags)) {
         return -copper_readonly_errno(COPPER_MUT_WRITE, real, trailing);
-    } else if (trailing && (s = copper_trailing_dir("/", real)) < 0) {
-        return s; /* "/" only says "there was a trailing slash": real must be a directory */
+    } else if (trailing && (s = copper_require_dir(real)) < 0) {
+        return s;
     }
     if ((flags & O_NOFOLLOW) && !(flags & O_PATH)) {
         s = copper_get_stat(COPPER_OP_LSTAT, real, &st);

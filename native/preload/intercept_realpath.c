@@ -95,8 +95,9 @@ static char *handle_realpath(const char *path, char *resolved, int *err)
 {
     char real[COPPER_MAX_PATH], res[COPPER_MAX_PATH], full[COPPER_MAX_PATH];
     int r = copper_strip(path, real);
-    if (r == 0 && copper_trailing_dir(path, real) < 0)
-        r = -copper_trailing_dir(path, real);
+    int t = r == 0 ? copper_trailing_dir(path, real) : 0;
+    if (t < 0)
+        r = -t;
     if (r) {
         *err = r;
         return NULL;

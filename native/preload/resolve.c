@@ -34,17 +34,15 @@ static int has_trailing_slash(const char *path)
     return (n > 0 && path[n - 1] == '/') || (n > 1 && path[n - 1] == '.' && path[n - 2] == '/');
 }
 
-int copper_trailing_dir(const char *path, const char *real)
+int copper_require_dir(const char *real)
 {
-    if (!has_trailing_slash(path))
-        return 0;
     copper_in_shim++;
     int saved = errno;
     copper_stat st;
     int s = copper_get_stat(COPPER_OP_STAT, real, &st);
     int r;
     if (s == 0)
-        r = S_ISDIR(st.mode) ? 1 : -ENOTDIR;
+        r = S_ISDIR(st.mode) ? 0 : -ENOTDIR;
     else if (s > 0)
         r = -s;
     else {
@@ -52,11 +50,19 @@ int copper_trailing_dir(const char *path, const char *real)
         char slashed[COPPER_MAX_PATH + 1];
         struct stat kst;
         snprintf(slashed, sizeof slashed, "%s/", real);
-        r = REAL(stat)(slashed, &kst) == 0 ? 1 : -errno;
+        r = REAL(stat)(slashed, &kst) == 0 ? 0 : -errno;
     }
     errno = saved;
     copper_in_shim--;
     return r;
+}
+
+int copper_trailing_dir(const char *path, const char *real)
+{
+    if (!has_trailing_slash(path))
+        return 0;
+    int r = copper_require_dir(real);
+    return r < 0 ? r : 1;
 }
 
 int copper_resolve_raw(int dirfd, const char *path, char *real, int *trailing)
@@ -93,8 +99,8 @@ int copper_resolve_at(int dirfd, const char *path, char *real)
     int r = copper_resolve_raw(dirfd, path, real, &trailing);
     if (r <= 0 || !trailing)
         return r;
-    r = copper_trailing_dir(path, real);
-    return r < 0 ? r : 1 + r;
+    r = copper_require_dir(real);
+    return r < 0 ? r : 2;
 }
 
 int copper_get_stat(uint8_t op, const char *real, copper_stat *st)

@@ -112,6 +112,9 @@ int copper_resolve_at(int dirfd, const char *path, char *real);
 /* The trailing-slash rule on its own, for families that use copper_strip: 0 (no trailing
  * "/" or "/."), 1 (there is one and real is a directory), or -errno. */
 int copper_trailing_dir(const char *path, const char *real);
+/* What a trailing slash asks of real: 0 if it is a directory (symlinks followed), else
+ * -ENOTDIR or the error of reaching it. */
+int copper_require_dir(const char *real);
 /* Is fd a directory whose /proc/self/fd link lies under the mirror root? 1 + real path. */
 int copper_fd_real(int fd, char *real);
 
