@@ -1,5 +1,5 @@
-// copper-pfs-model's command line: SRC --mount DIR [--service-us N] [--bandwidth-mbps N]
-// [--model-stats FILE].
+// copper-pfs-model's command line: SRC --mount DIR [--service-us N] [--metadata-servers N]
+// [--bandwidth-mbps N] [--model-stats FILE].
 using System.Globalization;
 
 namespace Copper.PfsModel;
@@ -21,6 +21,12 @@ internal sealed class ModelOptions
     /// <summary>Service time of each metadata operation, in microseconds.</summary>
     public double ServiceMicros { get; private set; } = 200;
 
+    /// <summary>
+    /// How many metadata operations are served at once (a PFS's metadata servers, or one
+    /// server's service threads); the rest wait their turn.
+    /// </summary>
+    public int MetadataServers { get; private set; } = 1;
+
     /// <summary>Data bandwidth in MB/s (10^6 bytes); 0: unlimited.</summary>
     public double BandwidthMBps { get; private set; }
 
@@ -32,6 +38,7 @@ internal sealed class ModelOptions
     {
         string? source = null, mount = null, stats = null;
         double serviceMicros = 200, bandwidth = 0;
+        int servers = 1;
         error = "";
         for (int i = 0; i < args.Length; i++)
         {
@@ -60,13 +67,16 @@ internal sealed class ModelOptions
                 case "--service-us" when double.TryParse(v, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double us) && us >= 0:
                     serviceMicros = us;
                     break;
+                case "--metadata-servers" when int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n is >= 1 and <= 4096:
+                    servers = n;
+                    break;
                 case "--bandwidth-mbps" when double.TryParse(v, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double bw) && bw >= 0:
                     bandwidth = bw;
                     break;
                 case "--model-stats":
                     stats = v;
                     break;
-                case "--mount" or "--service-us" or "--bandwidth-mbps":
+                case "--mount" or "--service-us" or "--metadata-servers" or "--bandwidth-mbps":
                     error = $"bad value for {a}: '{v}'";
                     return null;
                 default:
@@ -84,6 +94,6 @@ internal sealed class ModelOptions
             error = "--mount DIR is missing";
             return null;
         }
-        return new ModelOptions(source, mount) { ServiceMicros = serviceMicros, BandwidthMBps = bandwidth, Stats = stats };
+        return new ModelOptions(source, mount) { ServiceMicros = serviceMicros, MetadataServers = servers, BandwidthMBps = bandwidth, Stats = stats };
     }
 }

@@ -1,6 +1,6 @@
 // The benchmarks' model of a parallel file system: a plain passthrough of a real directory
-// that makes every metadata operation wait in one service queue and every read move at a set
-// bandwidth. Mounted with the kernel caching nothing, so each client operation reaches it
+// that makes every metadata operation wait for one of a set number of metadata servers and
+// every read move at a set bandwidth. Mounted with the kernel caching nothing, so each client operation reaches it
 // and is counted.
 using System.Diagnostics;
 using System.Text.Json;
@@ -13,8 +13,10 @@ namespace Copper.PfsModel;
 /// <summary>
 /// A model of a shared parallel file system's metadata server under load: a passthrough of
 /// <c>root</c> where every metadata operation (lookup and getattr, counted as "stat"; readlink, access, open,
-/// opendir/readdir) waits its turn in one queue and takes <c>serviceMicros</c>, and data moves
-/// at <c>bytesPerSecond</c> (one data queue). Every operation is counted by kind.
+/// opendir/readdir) waits for one of <c>servers</c> metadata servers and takes <c>serviceMicros</c>
+/// there (one server: one queue, each operation after the other; N: up to N at once, as a real
+/// PFS serves concurrent metadata), and data moves at <c>bytesPerSecond</c> (one data queue).
+/// Every operation is counted by kind, and the most operations ever in service at once is kept.
 /// </summary>
 internal sealed class PfsModelBackend : IFuseBackend
 {
@@ -22,13 +24,19 @@ internal sealed class PfsModelBackend : IFuseBackend
     private readonly string _root;
     private readonly long _serviceTicks;
     private readonly double _bytesPerSecond;
-    private readonly Lock _metadata = new();
+    private readonly SemaphoreSlim _metadata;
+    private readonly int _servers;
+    private int _inService;
+    private int _peakInService;
     private readonly Lock _data = new();
     private readonly long[] _counts = new long[Kinds.Length];
     private long _bytes;
 
-    public PfsModelBackend(string root, double serviceMicros, double bytesPerSecond)
+    public PfsModelBackend(string root, double serviceMicros, double bytesPerSecond, int servers = 1)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(servers, 1);
+        _servers = servers;
+        _metadata = new SemaphoreSlim(servers, servers);
         _root = root.TrimEnd('/');
         _serviceTicks = (long)(serviceMicros * Stopwatch.Frequency / 1e6);
         _bytesPerSecond = bytesPerSecond;
@@ -38,13 +46,24 @@ internal sealed class PfsModelBackend : IFuseBackend
 
     private string Real(string path) => path == "/" ? StatfsPath : _root + path;
 
-    /// <summary>Waits for the queue, then for the service time (precisely: spinning the last part).</summary>
+    /// <summary>Waits for a free server, then for the service time (precisely: spinning the last part).</summary>
     private void Serve(int kind)
     {
         Interlocked.Increment(ref _counts[kind]);
-        lock (_metadata)
+        _metadata.Wait();
+        try
         {
+            int now = Interlocked.Increment(ref _inService);
+            int peak;
+            while (now > (peak = Volatile.Read(ref _peakInService)) && Interlocked.CompareExchange(ref _peakInService, now, peak) != peak)
+            {
+            }
             Hold(_serviceTicks);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _inService);
+            _metadata.Release();
         }
     }
 
@@ -165,6 +184,8 @@ internal sealed class PfsModelBackend : IFuseBackend
             w.WriteEndObject();
             w.WriteNumber("metadata_ops", total);
             w.WriteNumber("bytes_read", Interlocked.Read(ref _bytes));
+            w.WriteNumber("metadata_servers", _servers);
+            w.WriteNumber("peak_in_service", Volatile.Read(ref _peakInService));
             w.WriteEndObject();
         }
         return ms.ToArray();

@@ -1,17 +1,18 @@
 // copper-pfs-model: the benchmarks' model of a parallel file system under load. SRC is served
-// read-only at --mount through one metadata queue (--service-us per operation) and
+// read-only at --mount through --metadata-servers metadata servers (default 1: one queue;
+// --service-us per operation) and
 // --bandwidth-mbps of data, with nothing cached by the client kernel, so every client
 // operation reaches the model and is counted by kind. The counts go to --model-stats (JSON,
 // rewritten every 200 ms and at exit), which tools/bench/storm_bench.sh reads:
 //   {"ops_by_kind":{"stat":N,"readlink":N,"access":N,"open":N,"opendir":N,"read":N},
-//    "metadata_ops":N,"bytes_read":N}
+//    "metadata_ops":N,"bytes_read":N,"metadata_servers":N,"peak_in_service":N}
 // Runs until SIGTERM or SIGINT, then unmounts.
 using System.Runtime.InteropServices;
 using Copper.Agent;
 using Copper.PfsModel;
 using Microsoft.Extensions.Logging.Abstractions;
 
-const string Usage = "usage: copper-pfs-model SRC --mount DIR [--service-us MICROSECONDS] [--bandwidth-mbps MB_PER_SECOND] [--model-stats FILE]";
+const string Usage = "usage: copper-pfs-model SRC --mount DIR [--service-us MICROSECONDS] [--metadata-servers N] [--bandwidth-mbps MB_PER_SECOND] [--model-stats FILE]";
 if (args is ["-h"] or ["--help"])
 {
     Console.Out.WriteLine(Usage);
@@ -29,7 +30,7 @@ if (RuntimeInformation.ProcessArchitecture != Architecture.X64)
     Console.Error.WriteLine("copper-pfs-model: this build supports x86_64 Linux only");
     return 1;
 }
-var model = new PfsModelBackend(o.Source, o.ServiceMicros, o.BandwidthMBps * 1e6);
+var model = new PfsModelBackend(o.Source, o.ServiceMicros, o.BandwidthMBps * 1e6, o.MetadataServers);
 FuseMount mount;
 try
 {
@@ -43,7 +44,7 @@ catch (Exception ex) when (ex is InvalidOperationException or DllNotFoundExcepti
 using var stop = new ManualResetEventSlim();
 using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Set(); });
 using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Set(); });
-Console.Out.WriteLine($"copper-pfs-model: {o.Source} mounted at {o.Mount} ({o.ServiceMicros} us per metadata operation, {(o.BandwidthMBps > 0 ? o.BandwidthMBps + " MB/s" : "unlimited bandwidth")})");
+Console.Out.WriteLine($"copper-pfs-model: {o.Source} mounted at {o.Mount} ({o.ServiceMicros} us per metadata operation, {o.MetadataServers} metadata server(s), {(o.BandwidthMBps > 0 ? o.BandwidthMBps + " MB/s" : "unlimited bandwidth")})");
 do
 {
     WriteStats(o, model);

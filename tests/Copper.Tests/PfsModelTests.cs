@@ -87,10 +87,82 @@ public class PfsModelTests
         }
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4)]
+    public void MetadataServersServeThatManyOperationsAtOnce(int servers)
+    {
+        string root = Harness.TempDir("pfsmodel-mds");
+        string src = Path.Combine(root, "src"), mnt = Path.Combine(root, "mnt"), stats = Path.Combine(root, "model.json");
+        Directory.CreateDirectory(src);
+        for (int i = 0; i < 8; i++)
+        {
+            File.WriteAllText(Path.Combine(src, $"f{i}"), "x");
+        }
+        var psi = new ProcessStartInfo(Model) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        // 20 ms per operation: eight clients asking at once overlap whenever the model lets them.
+        foreach (string a in new[] { src, "--mount", mnt, "--service-us", "20000", "--metadata-servers", servers.ToString(), "--model-stats", stats })
+        {
+            psi.ArgumentList.Add(a);
+        }
+        using Process p = Process.Start(psi)!;
+        var output = new System.Text.StringBuilder();
+        p.OutputDataReceived += (_, e) => { lock (output) { output.AppendLine(e.Data); } };
+        p.ErrorDataReceived += (_, e) => { lock (output) { output.AppendLine(e.Data); } };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        try
+        {
+            var sw = Stopwatch.StartNew();
+            while (!(IsMounted(mnt) && File.Exists(stats)))
+            {
+                Assert.False(p.HasExited, $"the model exited: {output}");
+                Assert.True(sw.ElapsedMilliseconds < 20_000, "the model did not mount");
+                Thread.Sleep(10);
+            }
+            ProcResult r = Harness.Bash($"""
+                set -e
+                for i in 0 1 2 3 4 5 6 7; do (for j in 1 2 3 4 5; do stat -c %s {mnt}/f$i >/dev/null; done) & done
+                wait
+                """);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            Assert.Equal(0, Harness.Run("kill", ["-TERM", p.Id.ToString()]).ExitCode);
+            Assert.True(p.WaitForExit(20_000), "the model did not stop on SIGTERM");
+            lock (output)
+            {
+                Assert.Contains($"{servers} metadata server(s)", output.ToString());
+            }
+            using JsonDocument doc = JsonDocument.Parse(File.ReadAllText(stats));
+            JsonElement e = doc.RootElement;
+            Assert.Equal(servers, e.GetProperty("metadata_servers").GetInt32());
+            int peak = e.GetProperty("peak_in_service").GetInt32();
+            // Never more at once than there are servers; with several, the clients did overlap.
+            Assert.True(peak >= 1 && peak <= servers, e.ToString());
+            if (servers > 1)
+            {
+                Assert.True(peak >= 2, e.ToString());
+            }
+            Assert.True(e.GetProperty("ops_by_kind").GetProperty("stat").GetInt64() >= 40, e.ToString());
+        }
+        finally
+        {
+            if (!p.HasExited)
+            {
+                p.Kill();
+                p.WaitForExit();
+            }
+            if (IsMounted(mnt))
+            {
+                Harness.Run("fusermount3", ["-uz", mnt]);
+            }
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
     [Fact]
     public void BadCommandLinesAreRefusedAndTheAgentHasNoModelOptions()
     {
-        foreach (string[] args in new[] { Array.Empty<string>(), ["relative", "--mount", "/tmp/x"], ["/tmp", "--service-us", "-1", "--mount", "/tmp/x"], ["/tmp"] })
+        foreach (string[] args in new[] { Array.Empty<string>(), ["relative", "--mount", "/tmp/x"], ["/tmp", "--service-us", "-1", "--mount", "/tmp/x"], ["/tmp", "--metadata-servers", "0", "--mount", "/tmp/x"], ["/tmp"] })
         {
             ProcResult r = Harness.Run(Model, args);
             Assert.True(r.ExitCode == 2, r.ToString());
