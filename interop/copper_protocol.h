@@ -62,7 +62,10 @@ enum copper_op {
      * COPPER_LISTDIR_CACHED_ONLY the agent answers COPPER_S_FALLBACK rather than fetch a
      * listing it does not have. Agents of minor >= 1. */
     COPPER_OP_LISTDIRPLUS = 10,
-    COPPER_OP_MAX = 10
+    /* path of a file -> head + UTF-8 message: the agent merges the manifest of what it asked
+     * the file system (docs/manifest.md) into that file; `copper manifest save`. */
+    COPPER_OP_MANIFEST_SAVE = 11,
+    COPPER_OP_MAX = 11
 };
 
 #define COPPER_REPLY 0x80u

@@ -30,6 +30,15 @@
 # (or another file system's mount) is not mounted over, since that would hide what is
 # there; the launch fails (exit 1) and names it. --no-fuse launches without a mount.
 #
+# Re-running a job (-m FILE): the agents record every question the job asks the file
+# system; at stop they merge that record into FILE (a manifest: paths and identities, no
+# data; docs/manifest.md). When FILE exists at launch, the root replays it once the tree is
+# up: it asks every entry again with many operations in flight (--replay-concurrency) and
+# the answers and files flow down to every node before the ranks ask. Nothing stale is
+# served (every answer is this job's). The launch returns when the tree is up and the replay
+# goes on (copper stats shows it); --wait-replay returns when every node has every entry.
+# A manifest that cannot be used (another prefix's, damaged, empty) is named and skipped.
+#
 # Exit status: 0 the agent(s) are running and ready; 1 could not start or not ready in
 # time (whatever this run started is stopped again), or the mount point is not empty;
 # 2 bad options; 3 agents already serve the prefix with other options; 130 interrupted.
@@ -70,6 +79,11 @@ usage: $PROG [options]
   -P seconds        patience with a silent parent before reading the file system [5]
   --no-fuse         do not mount the prefix with FUSE (shim only)
   --fuse-only       mount, and print no LD_PRELOAD/LD_AUDIT exports (mount only)
+  -m FILE           the job's manifest: replay FILE when it exists; at stop, merge what
+                    this job asked of the file system into FILE (re-runs get faster)
+  --wait-replay[=SECONDS]  with -m: return once every node has every entry (at most
+                    SECONDS, default 300; else the replay goes on after the launch)
+  --replay-concurrency N   file-system operations the replay keeps in flight  [32]
   -h, --help        this help
 The prefix is mounted read-only with FUSE when /dev/fuse is usable (simulated node k > 0
 mounts at PREFIX.n<k>); the shim still serves preloaded processes first.
@@ -178,6 +192,9 @@ hostfile=
 fanout=
 patience=
 fuse=auto  # auto | no | only
+manifest=
+wait_replay=        # seconds to wait for the replay, empty: do not wait
+replay_concurrency=
 
 # Long options first (getopts knows only short ones).
 args=()
@@ -188,6 +205,14 @@ while (($#)); do
         --simulate-nodes=*) args+=(-n "${1#*=}"); shift ;;
         --no-fuse) fuse=no; shift ;;
         --fuse-only) fuse=only; shift ;;
+        --wait-replay) wait_replay=300; shift ;;
+        --wait-replay=*) [[ ${1#*=} =~ ^[0-9]{1,6}$ ]] && ((10#${1#*=} > 0)) ||
+                die_usage "--wait-replay: seconds must be a positive integer, got '${1#*=}'"
+            wait_replay=$((10#${1#*=})); shift ;;
+        --replay-concurrency) (($# >= 2)) || die_usage "option --replay-concurrency needs a value"
+            [[ $2 =~ ^[0-9]{1,4}$ ]] && ((10#$2 >= 1 && 10#$2 <= 1024)) ||
+                die_usage "--replay-concurrency: must be 1..1024, got '$2'"
+            replay_concurrency=$((10#$2)); shift 2 ;;
         --help) args+=(-h); shift ;;
         --) args+=("$@"); break ;;
         --*) die_usage "unknown option '$1'" ;;
@@ -197,7 +222,7 @@ done
 set -- ${args[@]+"${args[@]}"}
 
 OPTIND=1
-while getopts ':l:t:T:M:s:b:v:d:c:n:H:F:P:h' opt; do
+while getopts ':l:t:T:M:s:b:v:d:c:n:H:F:P:m:h' opt; do
     case $opt in
         l) [[ $OPTARG =~ ^[1-6]$ ]] || die_usage "-l: log level must be 1..6, got '$OPTARG'"
            log_level=$OPTARG ;;
@@ -245,6 +270,10 @@ while getopts ':l:t:T:M:s:b:v:d:c:n:H:F:P:h' opt; do
         P) [[ $OPTARG =~ ^[0-9]{1,6}(\.[0-9]{1,3})?$ ]] && [[ $OPTARG =~ [1-9] ]] ||
                die_usage "-P: patience must be a positive number of seconds, got '$OPTARG'"
            patience=$OPTARG ;;
+        m) [[ -n $OPTARG ]] || die_usage "-m: manifest file must not be empty"
+           manifest=$(abs_path "$OPTARG")
+           [[ -d ${manifest%/*}/ ]] || die_usage "-m: the manifest's directory does not exist: ${manifest%/*}"
+           [[ ! -d $manifest ]] || die_usage "-m: $manifest is a directory" ;;
         h) usage; exit 0 ;;
         :) die_usage "option -$OPTARG needs a value" ;;
         *) die_usage "unknown option -$OPTARG" ;;
@@ -252,6 +281,11 @@ while getopts ':l:t:T:M:s:b:v:d:c:n:H:F:P:h' opt; do
 done
 shift $((OPTIND - 1))
 (($# == 0)) || die_usage "unexpected argument '$1'"
+[[ -z $wait_replay || -n $manifest ]] || die_usage "--wait-replay needs -m FILE"
+# The agents' replay options.
+replay_opts=()
+[[ -z $manifest ]] || replay_opts+=(--manifest "$manifest")
+[[ -z $replay_concurrency ]] || replay_opts+=(--replay-concurrency "$replay_concurrency")
 
 # Readiness timeout in ms.
 if [[ $sleeptime == *.* ]]; then
@@ -468,6 +502,7 @@ fi
 
 declare -A started=()  # node -> pid of an agent this run started
 declare -A waiting=()  # node -> 1 while we wait for its readiness
+declare -A out_offset=()  # node -> size of its .out file before this run started it
 
 agent_out() { printf '%s/copper-agent.%s.out\n' "$log_dir" "$(node_tag "$1")"; }
 
@@ -478,7 +513,7 @@ start_local_agent() {
     out=$(agent_out "$k")
     cmd=("$agent" --prefix "$prefix" --log-level "$log_level" --log-type "$log_type"
         --log-dir "$log_dir" --max-cacheable-bytes "$max_bytes" --trees "$trees"
-        ${mount_opt[@]+"${mount_opt[@]}"})
+        ${mount_opt[@]+"${mount_opt[@]}"} ${replay_opts[@]+"${replay_opts[@]}"})
     if ((${#mount_opt[@]})); then clear_stale_mount "$(mount_point_of "$k")"; fi
     cmd+=(${nopt[@]+"${nopt[@]}"})
     if [[ -n $cache_dir ]]; then
@@ -493,6 +528,7 @@ start_local_agent() {
         note "$pin_msg" # once on stderr; in every node's log below
         pin_msg_shown=1
     fi
+    out_offset[$k]=$(stat -c %s "$out" 2>/dev/null || echo 0)
     {
         printf '==== %s %s: starting %s\n' "$(date '+%F %T')" "$PROG" "${cmd[*]}"
         [[ -z ${pin_msg:-} ]] || printf '%s: %s\n' "$PROG" "$pin_msg"
@@ -665,6 +701,7 @@ start_mpi_job() {
     [[ -z $fanout ]] || cmd+=(--fanout "$fanout")
     [[ -z $patience ]] || cmd+=(--parent-timeout "$patience")
     [[ -z $cache_dir ]] || cmd+=(--cache-dir "$cache_dir")
+    cmd+=(${replay_opts[@]+"${replay_opts[@]}"})
     read -r -a extra <<<"${COPPER_AGENT_ARGS:-}"
     cmd+=(${extra[@]+"${extra[@]}"})
     [[ -z $pin ]] || cmd=(taskset -c "$pin" "${cmd[@]}")
@@ -754,12 +791,34 @@ on_job_signal() {
     exit 130
 }
 
+# --wait-replay: until the root says every node has every entry (the agent's output from
+# $2 on, in $1), at most $wait_replay s; after that the launch returns and the replay goes on.
+wait_replay_done() {
+    local file=$1 offset=$2 deadline text
+    deadline=$(($(now_ms) + wait_replay * 1000))
+    while :; do
+        text=$(tail -c "+$((offset + 1))" "$file" 2>/dev/null || true)
+        if [[ $text == *"copper-agent: replay done on all "* ]]; then
+            note "replay done: $(grep -a -o 'replay at the root done: .*' <<<"$text" | tail -n 1 | sed 's/^replay at the root done: //')"
+            return 0
+        fi
+        if (($(now_ms) >= deadline)); then
+            note "warning: the replay did not finish on every node within ${wait_replay}s; the agents serve meanwhile (copper stats -v $prefix shows its progress)"
+            return 0
+        fi
+        sleep 0.05
+    done
+}
 if [[ $mode == single ]]; then
     start_local_agents
     wait_ready
+    if [[ -n $wait_replay && -n ${started[-]:-} ]]; then
+        wait_replay_done "$(agent_out -)" "${out_offset[-]:-0}"
+    fi
 elif start_mpi_job; then
     trap on_job_signal INT TERM HUP
     wait_tree_ready
+    [[ -z $wait_replay ]] || wait_replay_done "$job_out" "$job_offset"
 fi
 trap - INT TERM HUP
 exec 9>&-

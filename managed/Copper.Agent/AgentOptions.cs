@@ -25,6 +25,15 @@ internal sealed class AgentOptions
     public double FuseTimeoutSeconds { get; private set; } = 3600;
     public double IdleTimeoutSeconds { get; private set; } = LocalServer.DefaultIdleTimeout.TotalSeconds;
 
+    /// <summary>The job's manifest: replayed at start when it exists, this job's record merged into it at stop.</summary>
+    public string? Manifest { get; private set; }
+
+    /// <summary>File-system operations the replay keeps in flight at once.</summary>
+    public int ReplayConcurrency { get; private set; } = 32;
+
+    /// <summary>Most manifest entries replayed (the first ones, in first-use order).</summary>
+    public int ReplayMaxEntries { get; private set; } = 200_000;
+
     /// <summary>This node's mount point: --mount, with ".n&lt;node&gt;" for simulated node k &gt; 0.</summary>
     public string? EffectiveMount => Mount == null ? null
         : Node > 0 && NodeFromRank ? Mount + ".n" + Node.ToString(CultureInfo.InvariantCulture) : Mount;
@@ -113,6 +122,18 @@ internal sealed class AgentOptions
                 case "--idle-timeout" when double.TryParse(v, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double it) && it > 0:
                     o.IdleTimeoutSeconds = it;
                     break;
+                case "--manifest" when v.StartsWith('/'):
+                    o.Manifest = v;
+                    break;
+                case "--replay-concurrency" when int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int rc) && rc is >= 1 and <= 1024:
+                    o.ReplayConcurrency = rc;
+                    break;
+                case "--replay-max-entries" when int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int rm):
+                    o.ReplayMaxEntries = rm;
+                    break;
+                case "--manifest" or "--replay-concurrency" or "--replay-max-entries":
+                    error = $"bad value for {a}: '{v}'";
+                    return null;
                 case "--idle-timeout" or "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node" or "--fanout" or "--parent-timeout" or "--mount" or "--fuse-timeout":
                     error = $"bad value for {a}: '{v}'";
                     return null;

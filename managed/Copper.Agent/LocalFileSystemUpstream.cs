@@ -1,5 +1,6 @@
 // IUpstream over the real file system: what a tree root (or a lone node) does.
-// Every real operation is counted by kind, so `copper stats` can show PFS traffic.
+// Every real operation is counted by kind, so `copper stats` can show PFS traffic, and
+// recorded by path for the job's manifest (Manifest.cs) when the agent keeps one.
 using Copper.Interop;
 
 namespace Copper.Agent;
@@ -9,6 +10,9 @@ internal sealed class LocalFileSystemUpstream : IUpstream
     private readonly Counters _counters;
     private readonly PfsTrace? _trace;
     private readonly string[] _own;
+
+    /// <summary>Where each question asked of the file system is recorded (a manifest's source), or null.</summary>
+    public ManifestRecorder? Recorder { get; set; }
 
     /// <param name="prefix">
     /// The Copper prefix and the agent's mount point: a real path below it (or below a
@@ -48,21 +52,27 @@ internal sealed class LocalFileSystemUpstream : IUpstream
     {
         path = Real(path);
         Count(follow ? PfsOp.Stat : PfsOp.Lstat, path);
-        return ValueTask.FromResult(RealFileSystem.Stat(path, follow));
+        StatAnswer a = RealFileSystem.Stat(path, follow);
+        Recorder?.Record(path, follow ? Asked.Stat : Asked.Lstat, a.Status, a.St);
+        return ValueTask.FromResult(a);
     }
 
     public ValueTask<LinkAnswer> ReadLinkAsync(string path, CancellationToken ct)
     {
         path = Real(path);
         Count(PfsOp.ReadLink, path);
-        return ValueTask.FromResult(RealFileSystem.ReadLink(path));
+        LinkAnswer a = RealFileSystem.ReadLink(path);
+        Recorder?.Record(path, Asked.ReadLink, a.Status);
+        return ValueTask.FromResult(a);
     }
 
     public ValueTask<int> AccessAsync(string path, int mode, CancellationToken ct)
     {
         path = Real(path);
         Count(PfsOp.Access, path);
-        return ValueTask.FromResult(RealFileSystem.Access(path, mode));
+        int status = RealFileSystem.Access(path, mode);
+        Recorder?.Record(path, Asked.Access, status, accessMode: mode);
+        return ValueTask.FromResult(status);
     }
 
     public ValueTask<DirAnswer> ListDirAsync(string path, CancellationToken ct)
@@ -70,6 +80,7 @@ internal sealed class LocalFileSystemUpstream : IUpstream
         path = Real(path);
         Count(PfsOp.OpenDir, path);
         DirAnswer a = RealFileSystem.List(path);
+        Recorder?.Record(path, Asked.List, a.Status);
         if (a.Status == 0)
         {
             Count(PfsOp.ReadDir, path);
@@ -84,7 +95,9 @@ internal sealed class LocalFileSystemUpstream : IUpstream
         int fd = Interop.Libc.Open(path, Interop.Libc.O_RDONLY | Interop.Libc.O_CLOEXEC, 0);
         if (fd < 0)
         {
-            return new FetchAnswer(Interop.Libc.Errno, 0, default);
+            int errno = Interop.Libc.Errno;
+            Recorder?.Record(path, Asked.Open, errno);
+            return new FetchAnswer(errno, 0, default);
         }
         using var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
         if (Interop.Libc.Fstat(fd, out var buf) != 0)
@@ -92,6 +105,7 @@ internal sealed class LocalFileSystemUpstream : IUpstream
             return new FetchAnswer(Interop.Libc.Errno, 0, default);
         }
         var st = Interop.Libc.ToCopper(buf);
+        Recorder?.Record(path, Asked.Open, 0, st);
         uint type = buf.Mode & Interop.Libc.S_IFMT;
         if (type == Interop.Libc.S_IFDIR)
         {

@@ -34,6 +34,12 @@ internal sealed partial class LocalServer : IDisposable
     private readonly TimeSpan _idleTimeout;
     private readonly ConcurrentDictionary<Connection, byte> _connections = new();
 
+    /// <summary>
+    /// Answers MANIFEST_SAVE: merges this agent's record into the named file; the status and a
+    /// line for the user. Null: the operation is not offered (EINVAL).
+    /// </summary>
+    public Func<string, (int Status, string Message)>? SaveManifest { get; set; }
+
     public LocalServer(string socketPath, NodeCache cache, Counters counters, ILogger log, int node, int maxConnections = DefaultMaxConnections, TimeSpan? idleTimeout = null)
     {
         _cache = cache;
@@ -268,12 +274,28 @@ internal sealed partial class LocalServer : IDisposable
         {
             Op.Ping => Answers.Head(0),
             Op.Stats => Answers.Concat(Answers.Head(0), _counters.ToJson(_node)),
+            Op.ManifestSave => ManifestSaveReply(frame.Payload),
             _ => Requests.TryParse(op, frame.Payload, out Request request) is int bad and not 0
                 ? Answers.Head(bad)
                 : await _answers.AnswerAsync(request, ct),
         };
         WriteFrame(writer, frame.Op, frame.RequestId, reply);
         return null;
+    }
+
+    private byte[] ManifestSaveReply(ReadOnlySequence<byte> payload)
+    {
+        if (SaveManifest == null || payload.Length is 0 or > Protocol.MaxPath)
+        {
+            return Answers.Head(Interop.Libc.EINVAL);
+        }
+        string file = PathBytes.Decode(payload.ToArray());
+        if (!file.StartsWith('/'))
+        {
+            return Answers.Concat(Answers.Head(Interop.Libc.EINVAL), System.Text.Encoding.UTF8.GetBytes("the manifest's path must be absolute"));
+        }
+        (int status, string message) = SaveManifest(file);
+        return Answers.Concat(Answers.Head(status), System.Text.Encoding.UTF8.GetBytes(message));
     }
 
     private bool PeerIsOurUser(Socket client, out uint uid)

@@ -12,6 +12,7 @@ if (options == null)
     Console.Error.WriteLine("usage: copper-agent --prefix P [--runtime-dir R] [--cache-dir D] [--log-level 1-6] [--log-type file|file_and_stdout] [--log-dir D] [--max-cacheable-bytes N] [--node K] [--idle-timeout SECONDS] [--print-socket]");
     Console.Error.WriteLine("       MPI tree: --mpi [--node rank] [--trees T] [--fanout K] [--parent-timeout SECONDS] [--pfs-trace-dir D]");
     Console.Error.WriteLine("       FUSE: --mount DIR [--fuse-timeout SECONDS]");
+    Console.Error.WriteLine("       replay: --manifest FILE [--replay-concurrency N] [--replay-max-entries N]");
     return 2;
 }
 if (options.PrintSocket)
@@ -99,7 +100,13 @@ namespace Copper.Agent
 
             var counters = new Counters();
             using PfsTrace? trace = o.PfsTraceDir == null ? null : OpenTrace(o.PfsTraceDir, node);
-            var local = new LocalFileSystemUpstream(counters, trace, o.Prefix, o.Mount);
+            // Every question this agent asks the file system is recorded: the job's manifest.
+            var recorder = new ManifestRecorder();
+            var local = new LocalFileSystemUpstream(counters, trace, o.Prefix, o.Mount) { Recorder = recorder };
+            var progress = new ReplayProgress();
+            using var replayStop = new CancellationTokenSource();
+            Manifest? manifest = rank == 0 ? LoadManifest(o, progress) : null;
+            ReplayTree? replayTree = null;
             NodeCache cache;
             if (mpi != null)
             {
@@ -113,11 +120,14 @@ namespace Copper.Agent
                 cache = new NodeCache(child, counters, log, mirror, o.MaxCacheableBytes) { Pipelines = TreePeers.HasChildren(topo, mpi.Rank) };
                 tree = new TreeNode(peers, child, new TreeParent(peers, cache, patience), new TreeMembership(peers));
                 counters.Describe = tree.DescribeTo;
+                replayTree = new ReplayTree(peers, new Replayer(cache, progress, o.ReplayConcurrency), progress, replayStop.Token);
+                tree.Replay = replayTree;
             }
             else
             {
                 cache = new NodeCache(local, counters, log, mirror, o.MaxCacheableBytes);
             }
+            counters.Describe += progress.DescribeTo;
             using var stop = tree == null ? new CancellationTokenSource() : CancellationTokenSource.CreateLinkedTokenSource(tree.Membership.ShutdownRequested);
             using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
             using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
@@ -130,7 +140,10 @@ namespace Copper.Agent
             LocalServer server;
             try
             {
-                server = new LocalServer(o.SocketPath, cache, counters, log, rank, ConnectionBudget(), TimeSpan.FromSeconds(o.IdleTimeoutSeconds));
+                server = new LocalServer(o.SocketPath, cache, counters, log, rank, ConnectionBudget(), TimeSpan.FromSeconds(o.IdleTimeoutSeconds))
+                {
+                    SaveManifest = file => SaveManifest(o, recorder, file),
+                };
             }
             catch (System.Net.Sockets.SocketException ex)
             {
@@ -168,17 +181,42 @@ namespace Copper.Agent
                 if (tree != null)
                 {
                     tree.Start();
-                    _ = AnnounceAsync(tree.Membership, mpi!, readyFile, stop.Token);
+                    ReplayTree rt = replayTree!;
+                    _ = AnnounceAsync(tree.Membership, mpi!, readyFile, () =>
+                    {
+                        if (manifest != null)
+                        {
+                            _ = rt.RunAtRootAsync(manifest, o.ReplayMaxEntries);
+                        }
+                        else
+                        {
+                            rt.NothingToReplay();
+                        }
+                    }, stop.Token);
                 }
                 else
                 {
                     File.WriteAllText(readyFile, "");
+                    if (manifest != null)
+                    {
+                        _ = ReplayAloneAsync(new Replayer(cache, progress, o.ReplayConcurrency), manifest, o.ReplayMaxEntries, progress, replayStop.Token);
+                    }
+                    else if (o.Manifest != null)
+                    {
+                        Console.Out.WriteLine("copper-agent: replay done on all 1 nodes (nothing to replay)");
+                    }
                 }
                 LogStarted(log, o.Prefix, o.SocketPath, o.EffectiveCacheDir, o.MaxCacheableBytes);
                 await serving;
             }
             LogStopping(log);
+            replayStop.Cancel();
             fuse?.Dispose();
+            if (o.Manifest != null && recorder.Count > 0)
+            {
+                (int status, string said) = SaveManifest(o, recorder, o.Manifest);
+                (status == 0 ? Console.Out : Console.Error).WriteLine($"copper-agent: node {rank}: {said}");
+            }
             try
             {
                 Directory.CreateDirectory(o.LogDir);
@@ -221,8 +259,71 @@ namespace Copper.Agent
             return (int)Math.Clamp((long)Math.Min(rl.Cur, int.MaxValue) - 512, 64, LocalServer.DefaultMaxConnections);
         }
 
-        /// <summary>Marks this node ready once it joined its trees; the root of tree 0 says when all have.</summary>
-        private static async Task AnnounceAsync(TreeMembership tree, MpiTransport mpi, string readyFile, CancellationToken ct)
+        /// <summary>
+        /// The manifest to replay (--manifest), read on the node that replays it; null when there
+        /// is none or it cannot be used, and then a line says why (the launch goes on without replay).
+        /// </summary>
+        private static Manifest? LoadManifest(AgentOptions o, ReplayProgress progress)
+        {
+            if (o.Manifest == null)
+            {
+                return null;
+            }
+            if (!File.Exists(o.Manifest))
+            {
+                progress.Message = $"{o.Manifest} does not exist yet: nothing to replay; this job's record is written there at stop";
+                Console.Out.WriteLine($"copper-agent: manifest {progress.Message}");
+                return null;
+            }
+            Manifest? m = Manifest.TryRead(o.Manifest, o.Prefix, out string why);
+            if (m == null || m.Entries.Count == 0)
+            {
+                progress.State = "skipped";
+                progress.Message = $"manifest {o.Manifest} not replayed: {(m == null ? why : "it has no entries")}";
+                Console.Error.WriteLine($"copper-agent: {progress.Message}; launching without replay (this job's record replaces it at stop)");
+                return null;
+            }
+            if (m.Entries.Count > o.ReplayMaxEntries)
+            {
+                progress.Message = $"manifest {o.Manifest} has {m.Entries.Count} entries: replaying the first {o.ReplayMaxEntries} (--replay-max-entries)";
+                Console.Error.WriteLine($"copper-agent: {progress.Message}");
+            }
+            Console.Out.WriteLine($"copper-agent: replaying {Math.Min(m.Entries.Count, o.ReplayMaxEntries)} entries of {o.Manifest}");
+            return m;
+        }
+
+        /// <summary>A lone agent (no tree) replays into its own cache.</summary>
+        private static async Task ReplayAloneAsync(Replayer replayer, Manifest m, int max, ReplayProgress progress, CancellationToken ct)
+        {
+            try
+            {
+                await Task.Run(() => replayer.RunAsync(Replayer.ItemsOf(m.Entries, max), m.Entries, null, ct), ct);
+                Console.Out.WriteLine($"copper-agent: replay at the root done: {progress.Done} entries ({progress.Changed} changed, {progress.Vanished} vanished), {progress.Bytes} bytes of files, {progress.Seconds:0.000} s");
+                Console.Out.WriteLine("copper-agent: replay done on all 1 nodes");
+                Console.Out.Flush();
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+
+        /// <summary>Merges this agent's record into <paramref name="file"/>: 0 or an errno, and a line for the user.</summary>
+        private static (int Status, string Message) SaveManifest(AgentOptions o, ManifestRecorder recorder, string file)
+        {
+            try
+            {
+                List<ManifestEntry> mine = recorder.Snapshot();
+                int total = Manifest.Save(file, o.Prefix, mine, out string note);
+                return (0, $"manifest {file}: {total} entries ({mine.Count} recorded by this agent){(note.Length > 0 ? "; " + note : "")}");
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                return (13 /* EACCES */, $"cannot write the manifest {file}: {ex.Message}");
+            }
+        }
+
+        /// <summary>Marks this node ready once it joined its trees; the root of tree 0 says when all have, then starts the replay.</summary>
+        private static async Task AnnounceAsync(TreeMembership tree, MpiTransport mpi, string readyFile, Action onTreeReady, CancellationToken ct)
         {
             try
             {
@@ -233,6 +334,8 @@ namespace Copper.Agent
                 {
                     int n = await tree.TreeReady.WaitAsync(ct);
                     Console.Out.WriteLine($"copper-agent: tree ready: {n} nodes");
+                    Console.Out.Flush();
+                    onTreeReady();
                 }
                 Console.Out.Flush();
             }

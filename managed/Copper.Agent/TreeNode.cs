@@ -12,6 +12,9 @@ internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreePar
 {
     public TreeMembership Membership => membership;
 
+    /// <summary>The replay's messages go here (set before <see cref="Start"/>); without it they are dropped.</summary>
+    public ReplayTree? Replay { get; set; }
+
     /// <summary>Starts receiving (messages that came meanwhile waited in MPI) and joins the trees.</summary>
     public void Start()
     {
@@ -46,6 +49,9 @@ internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreePar
                 break;
             case TreeKind.Alive:
                 break; // heard (above): that is all it says
+            case TreeKind.Replay or TreeKind.ReplayDone:
+                Replay?.OnMessage(source, h, m);
+                break;
             default:
                 membership.OnMessage(source, h);
                 break;

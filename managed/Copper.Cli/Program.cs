@@ -1,6 +1,7 @@
 // copper: the command-line tool for a running Copper.
 //   copper stats  [-v PREFIX] [--json]   counters of every agent of PREFIX on this machine
 //   copper status [-v PREFIX]            which agents run, and their place in the tree
+//   copper manifest save [-v PREFIX] FILE   merge what the root agent asked the file system into FILE
 // Agents are found in the runtime directory ($COPPER_RUNTIME_DIR, else
 // /tmp/copper-run-<uid>) as <fnv1a64(prefix)>[.n<k>]/agent.sock and asked over their socket.
 using System.Buffers.Binary;
@@ -29,6 +30,10 @@ internal static partial class Cli
             return args.Length == 0 ? 2 : 0;
         }
         string command = args[0];
+        if (command == "manifest")
+        {
+            return Manifest(args);
+        }
         string prefix = "/tmp/" + (Environment.GetEnvironmentVariable("USER") is { Length: > 0 } u ? u : Environment.UserName) + "/copper";
         bool json = false;
         for (int i = 1; i < args.Length; i++)
@@ -80,7 +85,68 @@ internal static partial class Cli
     {
         w.WriteLine("usage: copper stats  [-v PREFIX] [--json]   counters per node and in total");
         w.WriteLine("       copper status [-v PREFIX]            agents running for PREFIX and their tree places");
+        w.WriteLine("       copper manifest save [-v PREFIX] FILE   merge the job's manifest (what this machine's root agent");
+        w.WriteLine("                                    asked the file system) into FILE; replay it with launch_copper.sh -m FILE");
         w.WriteLine("PREFIX defaults to /tmp/$USER/copper; agents are found under $COPPER_RUNTIME_DIR or /tmp/copper-run-<uid>.");
+    }
+
+    /// <summary>copper manifest save [-v PREFIX] FILE: node 0's agent on this machine (the root of tree 0) writes it.</summary>
+    private static int Manifest(string[] args)
+    {
+        string prefix = "/tmp/" + (Environment.GetEnvironmentVariable("USER") is { Length: > 0 } u ? u : Environment.UserName) + "/copper";
+        string? file = null;
+        if (args.Length < 2 || args[1] != "save")
+        {
+            Console.Error.WriteLine("copper: manifest: the one subcommand is 'save'");
+            Usage(Console.Error);
+            return 2;
+        }
+        for (int i = 2; i < args.Length; i++)
+        {
+            if (args[i] == "-v" && i + 1 < args.Length)
+            {
+                prefix = args[++i];
+            }
+            else if (file == null && !args[i].StartsWith('-'))
+            {
+                file = args[i];
+            }
+            else
+            {
+                Console.Error.WriteLine($"copper: unknown argument '{args[i]}'");
+                Usage(Console.Error);
+                return 2;
+            }
+        }
+        if (file == null)
+        {
+            Console.Error.WriteLine("copper: manifest save needs a FILE");
+            Usage(Console.Error);
+            return 2;
+        }
+        prefix = Normalize(prefix);
+        file = Path.GetFullPath(file);
+        string dir = Path.Combine(RuntimeDir(), Places.PrefixHash(prefix));
+        try
+        {
+            // A large manifest takes a while to merge and write.
+            using Socket s = Connect(Path.Combine(dir, Protocol.SocketName), 120_000);
+            byte[] reply = Exchange(s, (byte)Op.ManifestSave, Encoding.UTF8.GetBytes(file));
+            int status = BinaryPrimitives.ReadInt32LittleEndian(reply);
+            string said = Encoding.UTF8.GetString(reply.AsSpan(Marshal.SizeOf<ReplyHead>()));
+            if (status != 0)
+            {
+                Console.Error.WriteLine($"copper: {(said.Length > 0 ? said : $"the agent answered status {status}")}");
+                return 1;
+            }
+            Console.Out.WriteLine(said);
+            return 0;
+        }
+        catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException)
+        {
+            Console.Error.WriteLine($"copper: no agent for {prefix} reachable at {dir}: {ex.Message}");
+            return 1;
+        }
     }
 
     private static string Normalize(string p) =>
@@ -129,25 +195,7 @@ internal static partial class Cli
 
     private static byte[] AskStats(string socketPath)
     {
-        using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        s.ReceiveTimeout = 5000;
-        s.SendTimeout = 5000;
-        s.Connect(new UnixDomainSocketEndPoint(socketPath));
-        // Like the shim, believe only an agent of our own uid (SO_PEERCRED: pid, uid, gid).
-        Span<byte> cred = stackalloc byte[12];
-        if (s.GetRawSocketOption(1 /* SOL_SOCKET */, 17 /* SO_PEERCRED */, cred) < 12)
-        {
-            throw new InvalidDataException("the agent's credentials cannot be read");
-        }
-        uint peer = BinaryPrimitives.ReadUInt32LittleEndian(cred[4..]);
-        if (peer != GetUid())
-        {
-            throw new InvalidDataException($"the process at {socketPath} runs as uid {peer}, not as you: not asked");
-        }
-        var hello = new Hello { Magic = Protocol.Magic, Major = Protocol.Major, Minor = Protocol.Minor, Pid = (uint)Environment.ProcessId };
-        byte[] payload = new byte[Marshal.SizeOf<Hello>()];
-        MemoryMarshal.Write(payload, in hello);
-        Exchange(s, (byte)Op.Hello, payload);
+        using Socket s = Connect(socketPath);
         byte[] reply = Exchange(s, (byte)Op.Stats, []);
         int status = BinaryPrimitives.ReadInt32LittleEndian(reply);
         if (status != 0)
@@ -155,6 +203,39 @@ internal static partial class Cli
             throw new InvalidDataException($"agent answered status {status}");
         }
         return reply[Marshal.SizeOf<ReplyHead>()..];
+    }
+
+    /// <summary>A greeted connection to the agent at <paramref name="socketPath"/>, checked to run as this user.</summary>
+    private static Socket Connect(string socketPath, int timeoutMs = 5000)
+    {
+        var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            s.ReceiveTimeout = timeoutMs;
+            s.SendTimeout = timeoutMs;
+            s.Connect(new UnixDomainSocketEndPoint(socketPath));
+            // Like the shim, believe only an agent of our own uid (SO_PEERCRED: pid, uid, gid).
+            Span<byte> cred = stackalloc byte[12];
+            if (s.GetRawSocketOption(1 /* SOL_SOCKET */, 17 /* SO_PEERCRED */, cred) < 12)
+            {
+                throw new InvalidDataException("the agent's credentials cannot be read");
+            }
+            uint peer = BinaryPrimitives.ReadUInt32LittleEndian(cred[4..]);
+            if (peer != GetUid())
+            {
+                throw new InvalidDataException($"the process at {socketPath} runs as uid {peer}, not as you: not asked");
+            }
+            var hello = new Hello { Magic = Protocol.Magic, Major = Protocol.Major, Minor = Protocol.Minor, Pid = (uint)Environment.ProcessId };
+            byte[] payload = new byte[Marshal.SizeOf<Hello>()];
+            MemoryMarshal.Write(payload, in hello);
+            Exchange(s, (byte)Op.Hello, payload);
+            return s;
+        }
+        catch
+        {
+            s.Dispose();
+            throw;
+        }
     }
 
     private static byte[] Exchange(Socket s, byte op, byte[] payload)
@@ -225,6 +306,23 @@ internal static partial class Cli
             sb.Append(CultureInfo.InvariantCulture, $" {v,17}");
         }
         sb.Append('\n');
+        foreach ((_, JsonDocument? stats, _) in agents)
+        {
+            if (stats?.RootElement is { } e && e.TryGetProperty("replay_state", out JsonElement state) && state.GetString() != "none")
+            {
+                sb.Append(CultureInfo.InvariantCulture,
+                    $"replay node {Num(e, "node")}: {state.GetString()}, {Num(e, "replay_done")} of {Num(e, "replay_entries")} entries, {Num(e, "replay_files")} files, {Num(e, "replay_bytes")} bytes, {Num(e, "replay_changed")} changed, {Num(e, "replay_vanished")} vanished, {Num(e, "replay_ms")} ms");
+                if (e.TryGetProperty("replay_nodes_done", out JsonElement nd))
+                {
+                    sb.Append(CultureInfo.InvariantCulture, $"; {nd.GetInt64()} node(s) done");
+                }
+                if (e.TryGetProperty("replay_message", out JsonElement msg))
+                {
+                    sb.Append(CultureInfo.InvariantCulture, $" ({msg.GetString()})");
+                }
+                sb.Append('\n');
+            }
+        }
         Console.Out.Write(sb.ToString());
     }
 

@@ -17,6 +17,7 @@ public enum Op : byte
     Ping = 8,
     Stats = 9,
     ListDirPlus = 10,
+    ManifestSave = 11,
 }
 
 public enum OpenKind : uint
@@ -34,7 +35,7 @@ public static class Protocol
     public const uint MaxPayload = 4u * 1024u * 1024u;
     public const int MaxPath = 4096;
     public const byte Reply = 0x80;
-    public const byte MaxOp = 10;
+    public const byte MaxOp = 11;
 
     /// <summary>Copper's own statuses: the client must use the real path.</summary>
     public const int StatusFallback = -1;
