@@ -64,7 +64,7 @@ enum copper_op {
     COPPER_OP_LISTDIRPLUS = 10,
     /* path of a file -> head + UTF-8 message: the agent merges the manifest of what it asked
      * the file system (docs/manifest.md) into that file; `copper manifest save`. */
-    COPPER_OP_MANIFEST_SAVE = 11,
+    COPPER_OP_MANIFESTSAVE = 11,
     COPPER_OP_MAX = 11
 };
 

@@ -54,7 +54,7 @@ internal sealed record Manifest(string Prefix, IReadOnlyList<ManifestEntry> Entr
     public const int HeadSize = 40;
 
     /// <summary>Largest manifest file read (a bigger one is refused, not read).</summary>
-    public const long MaxFileBytes = 1L << 30;
+    public const long MaxFileBytes = 256L << 20;
 
     /// <summary>
     /// The manifest's bytes. Head (little-endian): u32 magic "CPMF", u16 version, u16 flags 0,
@@ -370,10 +370,14 @@ internal sealed record Manifest(string Prefix, IReadOnlyList<ManifestEntry> Entr
 /// What this agent asked the real file system, path by path, in first-use order: the record a
 /// manifest is written from. Fed by <see cref="LocalFileSystemUpstream"/>.
 /// </summary>
-internal sealed class ManifestRecorder
+internal sealed class ManifestRecorder(int maxPaths = ManifestRecorder.DefaultMaxPaths)
 {
+    /// <summary>Most paths recorded (a job that reads more is rare; the rest is counted, not kept).</summary>
+    public const int DefaultMaxPaths = 1 << 20;
+
     private readonly ConcurrentDictionary<string, Slot> _paths = new(StringComparer.Ordinal);
     private long _next;
+    private long _dropped;
 
     private sealed class Slot(long order)
     {
@@ -381,20 +385,32 @@ internal sealed class ManifestRecorder
         public readonly Lock Lock = new();
         public Asked Asked;
         public byte AccessModes;
-        public bool HasIdentity;
+        public Asked IdentityFrom;
         public int Error;
         public CopperStat St;
     }
 
     public int Count => _paths.Count;
 
+    /// <summary>Paths not recorded because the record was full.</summary>
+    public long Dropped => Interlocked.Read(ref _dropped);
+
     /// <summary>
     /// Notes that <paramref name="what"/> was asked of <paramref name="path"/>. A status of 0
-    /// with a stat gives the path its identity (the first one stands: the job's snapshot).
+    /// with a stat gives the path its identity: the first one, except that an lstat's (the
+    /// path itself, not what a symlink names) replaces a stat's or an open's.
     /// </summary>
     public void Record(string path, Asked what, int status, CopperStat? st = null, int accessMode = -1)
     {
-        Slot slot = _paths.TryGetValue(path, out Slot? s) ? s : _paths.GetOrAdd(path, _ => new Slot(Interlocked.Increment(ref _next)));
+        if (!_paths.TryGetValue(path, out Slot? slot))
+        {
+            if (_paths.Count >= maxPaths)
+            {
+                Interlocked.Increment(ref _dropped);
+                return;
+            }
+            slot = _paths.GetOrAdd(path, _ => new Slot(Interlocked.Increment(ref _next)));
+        }
         lock (slot.Lock)
         {
             slot.Asked |= what;
@@ -402,13 +418,13 @@ internal sealed class ManifestRecorder
             {
                 slot.AccessModes |= (byte)(1 << accessMode);
             }
-            if (st is { } known && status == 0 && !slot.HasIdentity)
+            if (st is { } known && status == 0 && (slot.IdentityFrom == 0 || (what == Asked.Lstat && slot.IdentityFrom != Asked.Lstat)))
             {
-                slot.HasIdentity = true;
+                slot.IdentityFrom = what;
                 slot.St = known;
                 slot.Error = 0;
             }
-            else if (status > 0 && !slot.HasIdentity && slot.Error == 0 && what is Asked.Lstat or Asked.Stat or Asked.Open)
+            else if (status > 0 && slot.IdentityFrom == 0 && slot.Error == 0 && what is Asked.Lstat or Asked.Stat or Asked.Open)
             {
                 slot.Error = status;
             }
@@ -423,7 +439,7 @@ internal sealed class ManifestRecorder
         {
             lock (slot.Lock)
             {
-                ManifestEntry e = slot.HasIdentity
+                ManifestEntry e = slot.IdentityFrom != 0
                     ? ManifestEntry.Of(path, slot.Asked, 0, slot.St)
                     : new ManifestEntry(path, slot.Asked, slot.Error, 0, 0, 0, 0, 0, 0, 0);
                 list.Add((slot.Order, e with { AccessModes = slot.AccessModes }));

@@ -46,7 +46,7 @@ internal static class TreeWire
     public static bool TryReadHead(ReadOnlySpan<byte> m, out TreeHead head)
     {
         head = default;
-        if (m.Length < HeadSize || m[0] is < (byte)TreeKind.Request or > (byte)TreeKind.ReplayDone)
+        if (m.Length < HeadSize || m[0] is < (byte)TreeKind.Request or > (byte)TreeKind.ReplayDone /* the last kind */)
         {
             return false;
         }
