@@ -272,12 +272,13 @@ internal sealed partial class ReplayTree
         {
             try
             {
-                await _replayer.RunAsync(items, manifest.Entries, async () =>
+                await _replayer.RunAsync(items, manifest.Entries, () =>
                 {
                     foreach (byte[] batch in ReplayWire.Encode(items))
                     {
-                        await SendToChildrenAsync(batch);
+                        SendToChildren(batch);
                     }
+                    return Task.CompletedTask;
                 }, _stop);
                 Console.Out.WriteLine($"copper-agent: replay at the root done: {_progress.Done} entries ({_progress.Changed} changed, {_progress.Vanished} vanished), {_progress.Bytes} bytes of files, {_progress.Seconds:0.000} s");
                 Console.Out.Flush();
@@ -285,6 +286,11 @@ internal sealed partial class ReplayTree
             }
             catch (OperationCanceledException)
             {
+            }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                LogReplayFailed(_peers.Log, ex.Message);
+                Console.Error.WriteLine($"copper-agent: replay stopped: {ex.Message}");
             }
         });
     }
@@ -294,7 +300,7 @@ internal sealed partial class ReplayTree
     {
         foreach (byte[] batch in ReplayWire.Encode([]))
         {
-            _ = SendToChildrenAsync(batch);
+            SendToChildren(batch);
         }
         OnDone(_peers.Rank);
     }
@@ -328,7 +334,7 @@ internal sealed partial class ReplayTree
             {
                 foreach (byte[] batch in _batches)
                 {
-                    await SendToChildrenAsync(batch);
+                    SendToChildren(batch);
                 }
                 await _replayer.RunAsync(_items, null, null, _stop);
                 OnDone(_peers.Rank);
@@ -343,19 +349,19 @@ internal sealed partial class ReplayTree
         });
     }
 
-    private async Task SendToChildrenAsync(byte[] m)
+    /// <summary>
+    /// Sends <paramref name="m"/> to every child in tree 0 without waiting for any: a child that
+    /// is dead or frozen must not hold the replay of the others (MPI keeps the batches' order
+    /// to each child).
+    /// </summary>
+    private void SendToChildren(byte[] m)
     {
         foreach (int c in _peers.Topo.Children(0, _peers.Rank))
         {
-            try
-            {
-                await _peers.Send(c, m);
-            }
-            catch (Exception ex) when (ex is not OutOfMemoryException)
-            {
-                // A dead child misses the replay; its own children ask the file system (patience).
-                LogSendFailed(_peers.Log, c, ex.Message);
-            }
+            int child = c;
+            _peers.Send(child, m).ContinueWith(
+                t => LogSendFailed(_peers.Log, child, t.Exception!.InnerException!.Message),
+                CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         }
     }
 
