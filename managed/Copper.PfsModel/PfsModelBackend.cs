@@ -3,6 +3,7 @@
 // every read move at a set bandwidth. Mounted with the kernel caching nothing, so each client operation reaches it
 // and is counted.
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using Copper.Agent;
 using Copper.Interop;
@@ -17,8 +18,11 @@ namespace Copper.PfsModel;
 /// there (one server: one queue, each operation after the other; N: up to N at once, as a real
 /// PFS serves concurrent metadata), and data moves at <c>bytesPerSecond</c> (one data queue).
 /// Every operation is counted by kind, and the most operations ever in service at once is kept.
+/// One server holds each operation precisely (spinning the last part, as before servers were
+/// settable); several sleep through their service time (nanosleep), so that servers waiting
+/// on a 2-core machine do not take the cores the clients and agents run on.
 /// </summary>
-internal sealed class PfsModelBackend : IFuseBackend
+internal sealed partial class PfsModelBackend : IFuseBackend
 {
     private static readonly string[] Kinds = ["stat", "readlink", "access", "open", "opendir", "read"];
     private readonly string _root;
@@ -58,7 +62,14 @@ internal sealed class PfsModelBackend : IFuseBackend
             while (now > (peak = Volatile.Read(ref _peakInService)) && Interlocked.CompareExchange(ref _peakInService, now, peak) != peak)
             {
             }
-            Hold(_serviceTicks);
+            if (_servers == 1)
+            {
+                Hold(_serviceTicks);
+            }
+            else
+            {
+                Sleep(_serviceTicks);
+            }
         }
         finally
         {
@@ -66,6 +77,19 @@ internal sealed class PfsModelBackend : IFuseBackend
             _metadata.Release();
         }
     }
+
+    private static void Sleep(long ticks)
+    {
+        long ns = ticks * 1_000_000_000 / Stopwatch.Frequency;
+        var req = new Libc.Timespec { Sec = ns / 1_000_000_000, Nsec = ns % 1_000_000_000 };
+        while (NanoSleep(in req, out Libc.Timespec rem) != 0 && Marshal.GetLastPInvokeError() == 4 /* EINTR */)
+        {
+            req = rem;
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "nanosleep", SetLastError = true)]
+    private static partial int NanoSleep(in Libc.Timespec req, out Libc.Timespec rem);
 
     private static void Hold(long ticks)
     {
