@@ -164,12 +164,24 @@ internal sealed class Replayer(NodeCache cache, ReplayProgress progress, int con
             await afterMetadata();
         }
         // Files in first-use order: the ones an import needs first arrive first.
-        await Parallel.ForEachAsync(items.Where(x => (x.Asked & Asked.Open) != 0), options, async (it, token) =>
+        await Parallel.ForEachAsync(Enumerable.Range(0, items.Count).Where(i => (items[i].Asked & Asked.Open) != 0), options, async (i, token) =>
         {
-            OpenAnswer a = await cache.OpenAsync(it.Path, token);
+            OpenAnswer a = await cache.OpenAsync(items[i].Path, token);
             if (a is { Status: 0, Kind: OpenKind.File })
             {
                 progress.File(a.St.Size);
+            }
+            // Opened only (no stat asked): the open's answer is the one to compare.
+            if (recorded != null && (items[i].Asked & (Asked.Lstat | Asked.Stat)) == 0 && recorded[i].Error == 0)
+            {
+                if (a.Status > 0)
+                {
+                    progress.Vanish();
+                }
+                else if (a.Status == 0 && !recorded[i].SameIdentity(a.St))
+                {
+                    progress.Change();
+                }
             }
             progress.EntryDone();
         });

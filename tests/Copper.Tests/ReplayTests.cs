@@ -291,4 +291,37 @@ public class ReplayTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [Fact]
+    public void ALoneAgentRecordsAndReplaysToo()
+    {
+        // No MPI: one agent reads the file system itself; the same -m FILE.
+        string root = Harness.TempDir("replay-alone");
+        string prefix = Path.Combine(root, "copper");
+        string launch = Path.Combine(Harness.Bin, "launch_copper.sh"), stop = Path.Combine(Harness.Bin, "stop_copper.sh");
+        var env = new Dictionary<string, string?> { ["COPPER_RUNTIME_DIR"] = Path.Combine(root, "run") };
+        File.WriteAllText(Path.Combine(root, "f.txt"), "alone\n");
+        string run = $"eval \"$({launch} -v {prefix} -d {root}/logs -s 20 -b none --no-fuse -m {root}/m.cpmf {{0}})\"\n"
+            + $"LD_PRELOAD=$COPPER_PRELOAD LD_AUDIT=$COPPER_AUDIT cat {prefix}{root}/f.txt\n";
+        try
+        {
+            ProcResult first = Harness.Bash("set -e\n" + string.Format(run, "") + $"{stop} -v {prefix}\n", env);
+            Assert.True(first.ExitCode == 0, first.ToString());
+            Manifest m = Manifest.TryRead(Path.Combine(root, "m.cpmf"), prefix, out string why) ?? throw new InvalidOperationException(why);
+            Assert.Contains(m.Entries, e => e.Path == root + "/f.txt" && (e.Asked & Asked.Open) != 0);
+
+            File.WriteAllText(Path.Combine(root, "f.txt"), "alone, and changed\n");
+            ProcResult second = Harness.Bash("set -e\n" + string.Format(run, "--wait-replay")
+                + $"{Path.Combine(Harness.Bin, "copper")} stats -v {prefix}\n", env);
+            Assert.True(second.ExitCode == 0, second.ToString());
+            Assert.Contains("replay done: ", second.Stderr);
+            Assert.Contains("alone, and changed", second.Stdout);
+            Assert.Matches(@"replay node 0: done, (\d+) of \1 entries, [1-9]\d* files, .* [1-9]\d* changed", second.Stdout);
+        }
+        finally
+        {
+            Harness.Run(stop, ["-v", prefix], env);
+            Directory.Delete(root, recursive: true);
+        }
+    }
 }
