@@ -188,8 +188,9 @@ namespace Copper.Agent
                         {
                             _ = rt.RunAtRootAsync(manifest, o.ReplayMaxEntries);
                         }
-                        else
+                        else if (o.Manifest != null)
                         {
+                            // Every node says "done" all the same, for --wait-replay.
                             rt.NothingToReplay();
                         }
                     }, stop.Token);
