@@ -118,7 +118,7 @@ namespace Copper.Agent
                 var patience = TimeSpan.FromSeconds(o.ParentTimeoutSeconds);
                 var child = new TreeChild(peers, local, patience);
                 cache = new NodeCache(child, counters, log, mirror, o.MaxCacheableBytes) { Pipelines = TreePeers.HasChildren(topo, mpi.Rank) };
-                tree = new TreeNode(peers, child, new TreeParent(peers, cache, patience), new TreeMembership(peers));
+                tree = new TreeNode(peers, child, new TreeParent(peers, cache, patience) { ReplayLane = o.ReplayConcurrency }, new TreeMembership(peers));
                 counters.Describe = tree.DescribeTo;
                 replayTree = new ReplayTree(peers, new Replayer(cache, progress, o.ReplayConcurrency), progress, replayStop.Token);
                 tree.Replay = replayTree;

@@ -104,6 +104,14 @@ internal sealed class ReplayProgress
 /// <summary>Asks a list of questions again through a node's cache, with a bounded number in flight.</summary>
 internal sealed class Replayer(NodeCache cache, ReplayProgress progress, int concurrency)
 {
+    private static readonly AsyncLocal<bool> s_inReplay = new();
+
+    /// <summary>True in the flow of a replay's questions (they travel up flagged, TreeWire.FlagReplay).</summary>
+    public static bool InReplay => s_inReplay.Value;
+
+    /// <summary>Marks the current flow as a replay's (until the calling async method returns).</summary>
+    public static void MarkReplay() => s_inReplay.Value = true;
+
     /// <summary>
     /// Replays <paramref name="items"/>: metadata, then files. With <paramref name="recorded"/>
     /// (the root, which has the manifest), each answer is compared with the identity recorded.
@@ -111,6 +119,7 @@ internal sealed class Replayer(NodeCache cache, ReplayProgress progress, int con
     public async Task RunAsync(IReadOnlyList<ReplayItem> items, IReadOnlyList<ManifestEntry>? recorded, Func<Task>? afterMetadata, CancellationToken ct)
     {
         progress.Start(items.Count);
+        MarkReplay();
         var options = new ParallelOptions { MaxDegreeOfParallelism = concurrency, CancellationToken = ct };
         await Parallel.ForEachAsync(Enumerable.Range(0, items.Count), options, async (i, token) =>
         {

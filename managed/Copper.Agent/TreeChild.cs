@@ -141,7 +141,7 @@ internal sealed partial class TreeChild(TreePeers peers, LocalFileSystemUpstream
         _pending[id] = ch;
         var call = new Call(this, id, tree, parent, ch);
         _peers.Counters.Forwarded();
-        Task sent = _peers.Send(parent, TreeWire.Request(tree, id, request));
+        Task sent = _peers.Send(parent, TreeWire.Request(tree, id, request, Replayer.InReplay ? TreeWire.FlagReplay : (byte)0));
         if (!sent.IsCompletedSuccessfully)
         {
             sent.ContinueWith(t =>

@@ -5,6 +5,9 @@
 // child. While any request of a child is in service, that child gets an Alive message several
 // times per patience, from a thread of its own, whatever the request is doing (waiting on
 // this agent's own parent, reading the file system, relaying a large file).
+// Requests a replay asked (TreeWire.FlagReplay) wait for one of ReplayLane places, so however
+// many children replay at once, applications' requests (never held) are served first; the
+// work such a request causes here asks upward as a replay too.
 using Copper.Interop;
 using Microsoft.Extensions.Logging;
 
@@ -20,6 +23,13 @@ internal sealed partial class TreeParent : IDisposable
     private readonly int[] _inService;   // by rank: its requests this agent is serving now
     private readonly TimeSpan _aliveEvery;
     private readonly CancellationTokenSource _stopping = new();
+    private SemaphoreSlim _replayLane = new(32, 32);
+
+    /// <summary>Replay requests of children served at once (the rest wait; applications' never do).</summary>
+    public int ReplayLane
+    {
+        set => _replayLane = new SemaphoreSlim(value, value);
+    }
 
     public TreeParent(TreePeers peers, NodeCache cache, TimeSpan patience)
     {
@@ -41,7 +51,36 @@ internal sealed partial class TreeParent : IDisposable
     {
         peers.Counters.ChildRequest();
         Interlocked.Increment(ref _inService[child]);
+        if ((h.Flags & TreeWire.FlagReplay) != 0)
+        {
+            _ = Task.Run(() => ServeReplayAsync(child, h, m));
+            return;
+        }
         _ = Task.Run(() => ServeAsync(child, h, m));
+    }
+
+    /// <summary>A replay's request: in the replay lane, and asked upward as a replay.</summary>
+    private async Task ServeReplayAsync(int child, TreeHead h, byte[] m)
+    {
+        SemaphoreSlim lane = _replayLane;
+        try
+        {
+            await lane.WaitAsync(_stopping.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            Interlocked.Decrement(ref _inService[child]);
+            return;
+        }
+        try
+        {
+            Replayer.MarkReplay();
+            await ServeAsync(child, h, m);
+        }
+        finally
+        {
+            lane.Release();
+        }
     }
 
     /// <summary>Stops the keep-alives and the requests in service.</summary>

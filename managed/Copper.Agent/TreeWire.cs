@@ -5,7 +5,8 @@
 // and replies carry that protocol's bodies, so the tree asks the same questions with the
 // same words as the shim (Requests.cs encodes and parses them, Answers.cs answers them):
 // kind    body
-// Request the operation's request body: its fixed part, then the path's bytes
+// Request the operation's request body: its fixed part, then the path's bytes;
+//         flags bit 1 (FlagReplay): asked by a replay, served after the applications' requests
 // Reply   the operation's reply payload: copper_reply_head, then its body; status mirrors
 //         the reply head's. OPEN is the tree's fetch: its reply body is
 //         u32 kind, u32 0, i64 size, copper_stat, and Chunk messages follow
@@ -75,10 +76,13 @@ internal static class TreeWire
     public static byte[] Control(TreeKind kind, int tree, int aux = 0) => Message(kind, 0, tree, 0, aux, 0, 0);
 
     /// <summary>A request for the parent: the head, then <see cref="Requests.Encode"/>'s body.</summary>
-    public static byte[] Request(int tree, ulong id, in Request r)
+    /// <summary>A request's flag: a replay asks it (Replay.cs); the parent serves it in its replay lane.</summary>
+    public const byte FlagReplay = 2;
+
+    public static byte[] Request(int tree, ulong id, in Request r, byte flags = 0)
     {
         byte[] body = Requests.Encode(r);
-        byte[] m = Message(TreeKind.Request, r.Op, tree, 0, 0, id, body.Length);
+        byte[] m = Message(TreeKind.Request, r.Op, tree, 0, 0, id, body.Length, flags);
         body.CopyTo(m, HeadSize);
         return m;
     }

@@ -293,6 +293,41 @@ public class ReplayTests
     }
 
     [Fact]
+    public void AManifestOfTooManyEntriesIsReplayedInPartAndSaysSo()
+    {
+        // Millions of entries are bounded the same way as these 40 (--replay-max-entries).
+        string dir = Harness.TempDir("replay-many");
+        string manifest = Path.Combine(dir, "m.cpmf");
+        try
+        {
+            var entries = new List<ManifestEntry>();
+            for (int i = 0; i < 40; i++)
+            {
+                string f = Path.Combine(dir, $"f{i:00}");
+                File.WriteAllText(f, $"file {i}\n");
+                entries.Add(ManifestEntry.Of(f, Asked.Stat | Asked.Open, 0, default));
+            }
+            using var job = new CopperJob(2, "replaymany", $"-m {manifest} --wait-replay");
+            job.Env["COPPER_AGENT_ARGS"] += " --replay-max-entries 10";
+            File.WriteAllBytes(manifest, new Manifest(job.Prefix, entries).Encode());
+            ProcResult launch = job.Launch();
+            Assert.True(launch.ExitCode == 0, launch + "\n" + job.JobOutput());
+            Assert.Contains($"manifest {manifest} has 40 entries: replaying the first 10", job.JobOutput());
+            foreach (JsonElement e in job.Stats().Values)
+            {
+                Assert.Equal(10, Num(e, "replay_entries"));
+                Assert.Equal(10, Num(e, "replay_done"));
+            }
+            ProcResult cat = Harness.Bash($"{job.Through(1)} cat {job.Prefix}{dir}/f39", job.Env);
+            Assert.Equal("file 39\n", cat.Stdout);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void ALoneAgentRecordsAndReplaysToo()
     {
         // No MPI: one agent reads the file system itself; the same -m FILE.
