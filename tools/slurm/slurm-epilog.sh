@@ -12,11 +12,12 @@
 # node, and one that escaped the job's processes would keep serving.
 #
 # What it touches, and how:
-#   - agent processes: copper-agent processes of SLURM_JOB_UID, except those of another job
-#     of that user still running on the node (SLURM_JOB_ID in their environment); SIGTERM
-#     (the agent unmounts and removes its own files), SIGKILL after 5 s;
+#   - agent processes: copper-agent processes of SLURM_JOB_UID, and the mpiexec that
+#     launch_copper.sh started for them, except those of another job of that user still
+#     running on the node (SLURM_JOB_ID in their environment); SIGTERM (an agent unmounts
+#     and removes its own files), SIGKILL after 5 s;
 #   - FUSE mounts of type fuse.copper mounted by that user at the prefix of an agent stopped
-#     here, or at a prefix no agent serves any more: unmounted by fusermount3 as the user;
+#     here, or whose agent is dead (ENOTCONN): unmounted by fusermount3 as the user;
 #   - in the user's runtime directories (COPPER_RUNTIME_DIR of the agents stopped, and
 #     /tmp/copper-run-<uid>): each agent directory no running agent owns, its cache
 #     directory (named in its cache-dir file), the launch's lock and recorded options;
@@ -56,15 +57,24 @@ arg_of() { { tr '\0' '\n' <"/proc/$1/cmdline" | awk -v o="$2" 'p { print; exit }
 # where nodes share one machine (the test bed: one pid namespace, a network namespace per
 # node) it keeps the other nodes' agents out.
 self_net=$(readlink /proc/self/ns/net 2>/dev/null) || self_net=
-stop=()    # agents to stop
-keep=()    # agents of the user's other jobs on this node
+stop=()      # agents to stop
+keep=()      # agents of the user's other jobs on this node
+launchers=() # mpiexec of agents (launch_copper.sh's MPI job)
 for d in /proc/[0-9]*; do
     pid=${d#/proc/}
     [[ $(stat -c %u "$d" 2>/dev/null) == "$uid" ]] || continue
     [[ $(readlink "$d/ns/net" 2>/dev/null) == "$self_net" ]] || continue
-    [[ $(cat "$d/comm" 2>/dev/null) == copper-agent ]] || continue
-    [[ -n $(arg_of "$pid" --prefix) ]] || continue
+    comm=$(cat "$d/comm" 2>/dev/null) || continue
     owner=$(env_of "$pid" SLURM_JOB_ID)
+    if [[ $comm == mpiexec* ]]; then
+        # launch_copper.sh's MPI job of agents (it runs them under copper-agent-guard), left
+        # when the job ended without stop_copper.sh; its ranks are gone with the job's steps.
+        grep -qx copper-agent-guard < <(tr '\0' '\n' 2>/dev/null <"$d/cmdline") || continue
+        [[ -n $owner && -n $job && $owner != "$job" ]] || launchers+=("$pid")
+        continue
+    fi
+    [[ $comm == copper-agent ]] || continue
+    [[ -n $(arg_of "$pid" --prefix) ]] || continue
     if [[ -n $owner && -n $job && $owner != "$job" ]]; then
         keep+=("$pid")
     else
@@ -90,13 +100,14 @@ for pid in ${stop[@]+"${stop[@]}"}; do
     [[ $t != /* ]] || cache_roots+=("${t%/}/copper-cache-$uid")
 done
 
-if ((${#stop[@]})); then
-    note "job ${job:-?}: stopping Copper agent(s) ${stop[*]} of uid $uid"
-    kill -TERM "${stop[@]}" 2>/dev/null || true
+all=(${stop[@]+"${stop[@]}"} ${launchers[@]+"${launchers[@]}"})
+if ((${#all[@]})); then
+    note "job ${job:-?}: stopping Copper agent(s) ${stop[*]:-} and launcher(s) ${launchers[*]:-} of uid $uid"
+    kill -TERM "${all[@]}" 2>/dev/null || true
     for sig in KILL ''; do
         for _ in $(seq 1 50); do
             left=()
-            for pid in "${stop[@]}"; do
+            for pid in "${all[@]}"; do
                 s=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) || continue
                 [[ $s == Z ]] || left+=("$pid")
             done
@@ -120,6 +131,11 @@ while read -r _ mp type opts _; do
     [[ ,$opts, == *,user_id=$uid,* ]] || continue
     mp=$(unescape "$mp")
     contains "$mp" ${prefixes_kept[@]+"${prefixes_kept[@]}"} && continue
+    # A mount of an agent stopped here, or one whose agent is dead (the kernel answers
+    # ENOTCONN); a live mount of an agent elsewhere is not this job's.
+    if ! contains "$mp" ${prefixes_stopped[@]+"${prefixes_stopped[@]}"}; then
+        as_user stat -- "$mp" >/dev/null 2>&1 && continue
+    fi
     note "unmounting $mp"
     # fusermount3 checks, as the user, that the mount is the user's own.
     as_user fusermount3 -u -z -- "$mp" 2>/dev/null ||
