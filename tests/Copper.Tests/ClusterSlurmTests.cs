@@ -3,7 +3,8 @@
 // per node (Hydra's slurm bootstrap, one job step that overlaps the application's), `srun -N4
 // -n8` ranks import numpy through the prefix, and stop_copper.sh where the launch ran stops
 // every node's agent; the epilog snippet (out/share/copper/slurm-epilog.sh) cleans up after
-// a job that ended without stop_copper.sh; down leaves no daemon, socket, mount or state.
+// a job that ended without stop_copper.sh; down leaves no daemon, socket, mount or state; a
+// second Slurm cluster up at the same time does not meet the first.
 using Xunit;
 
 namespace Copper.Tests;
@@ -131,6 +132,7 @@ echo ""$left""; exit 1";
     {
         RequireSlurm();
         string name = "sl" + Guid.NewGuid().ToString("N")[..8];
+        string other = "so" + Guid.NewGuid().ToString("N")[..8];
         string state = "/run/copper-cluster/" + name;
         // Outside /tmp (each node has its own): the job script and what it reports.
         string shared = Path.Combine("/var/tmp", "copper-slurm-shared-" + name);
@@ -150,6 +152,19 @@ echo ""$left""; exit 1";
             Assert.True(sinfo.ExitCode == 0, sinfo.ToString());
             Assert.Equal(new[] { "node1 idle", "node2 idle", "node3 idle", "node4 idle" },
                 sinfo.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(s => s.Trim()).Order());
+
+            // A second Slurm cluster at the same time, same node names and addresses: each
+            // sees only its own nodes, and taking it down leaves the first one working.
+            ProcResult up2 = Run(other, "up", "2", "--slurm");
+            Assert.True(up2.ExitCode == 0, up2.ToString());
+            ProcResult sinfo2 = Exec(other, 1, 30_000, "sinfo", "-h", "-o", "%D %T %N");
+            Assert.True(sinfo2.ExitCode == 0 && sinfo2.Stdout.Trim() == "2 idle node[1-2]", sinfo2.ToString());
+            ProcResult srun2 = Exec(other, 2, 60_000, "timeout", "50", "srun", "-N2", "hostname");
+            Assert.True(srun2.ExitCode == 0, srun2.ToString());
+            Assert.Equal(new[] { "node1", "node2" }, srun2.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(s => s.Trim()).Order());
+            DownLeavesNothing(other, 2, "/run/copper-cluster/" + other);
+            ProcResult sinfo1 = Exec(name, 1, 30_000, "sinfo", "-h", "-o", "%D %T %N");
+            Assert.True(sinfo1.ExitCode == 0 && sinfo1.Stdout.Trim() == "4 idle node[1-4]", sinfo1.ToString());
 
             string job = Path.Combine(shared, "job.sh");
             File.WriteAllText(job, $@"set -euo pipefail
@@ -200,6 +215,7 @@ echo ""$left"" >$out/left
         }
         finally
         {
+            Run(other, "down");
             Run(name, "down");
             if (Directory.Exists(shared))
             {

@@ -26,12 +26,19 @@
 # Every read of the user's files and every removal runs as the user (setpriv), so a
 # symlink or a crafted cache-dir file planted by the user can only reach what the user
 # could remove anyway; root never follows the user's paths. Each step is bounded by a
-# timeout; the whole snippet ends within about 30 s. It never fails the job's epilog
-# (exit 0); problems go to standard error (slurmd's log).
+# timeout, and the whole snippet by 60 s. It never fails the job's epilog (exit 0);
+# problems go to standard error.
 set -euo pipefail
 
 readonly PROG=${0##*/}
 note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+
+# The whole snippet is bounded: a node's epilog must not hang (slurmd would drain the node
+# after EpilogTimeout), and a failing snippet must not fail the job's epilog either.
+if [[ -z ${COPPER_EPILOG_BOUNDED:-} ]]; then
+    COPPER_EPILOG_BOUNDED=1 timeout -k 5 60 "${BASH_SOURCE[0]}" "$@" || note "ended with status $?"
+    exit 0
+fi
 
 uid=${SLURM_JOB_UID:-}
 job=${SLURM_JOB_ID:-}
