@@ -69,7 +69,8 @@ keep=()      # agents of the user's other jobs on this node
 launchers=() # mpiexec of agents (launch_copper.sh's MPI job)
 for d in /proc/[0-9]*; do
     pid=${d#/proc/}
-    [[ $(stat -c %u "$d" 2>/dev/null) == "$uid" ]] || continue
+    # The real uid (a non-dumpable process's /proc directory belongs to root).
+    [[ $(awk '$1 == "Uid:" { print $2; exit }' "$d/status" 2>/dev/null) == "$uid" ]] || continue
     [[ $(readlink "$d/ns/net" 2>/dev/null) == "$self_net" ]] || continue
     comm=$(cat "$d/comm" 2>/dev/null) || continue
     owner=$(env_of "$pid" SLURM_JOB_ID)
