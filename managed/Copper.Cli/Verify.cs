@@ -178,7 +178,7 @@ internal static partial class Cli
         sb.Append(CultureInfo.InvariantCulture,
             $"  through Copper: {t.Requests + t.MirrorCalls + t.PrefixCalls} calls ({t.Requests} requests to the agent, " +
             $"{t.MirrorCalls} on mirror copies in {string.Join(", ", caches)}, {t.PrefixCalls} on {prefix} paths); " +
-            $"{t.Reached.Count} directories reached through the prefix\n");
+            $"{t.Reached.Count} paths reached through the prefix\n");
         if (leaks.Count == 0)
         {
             sb.Append("  leaks: none (no call reached a real path behind a Copper path the command used)\n");
@@ -255,7 +255,8 @@ internal sealed class TraceAnalysis
     private readonly HashSet<string> _sockets;
     private readonly string _cwd;
     private readonly HashSet<string> _agentInodes = new(StringComparer.Ordinal);
-    private readonly List<(string Syscall, string Path)> _real = [];
+    private readonly List<(string Syscall, string Path, bool IsDir)> _real = [];
+    private readonly HashSet<string> _dirs = new(StringComparer.Ordinal); // reached paths known to be directories
 
     public int Requests { get; private set; }
     public int MirrorCalls { get; private set; }
@@ -335,7 +336,7 @@ internal sealed class TraceAnalysis
         if (Under(path, _prefix))
         {
             PrefixCalls++;
-            UsedThroughCopper(path.Length == _prefix.Length ? "/" : path[_prefix.Length..], withParent: opens && !dir);
+            UsedThroughCopper(path.Length == _prefix.Length ? "/" : path[_prefix.Length..], withParent: opens && !dir, isDir: dir);
             return;
         }
         foreach (string cache in _caches)
@@ -346,7 +347,7 @@ internal sealed class TraceAnalysis
                 string mirror = cache + "/mirror";
                 if (Under(path, mirror) && opens)
                 {
-                    UsedThroughCopper(path.Length == mirror.Length ? "/" : path[mirror.Length..], withParent: !dir);
+                    UsedThroughCopper(path.Length == mirror.Length ? "/" : path[mirror.Length..], withParent: !dir, isDir: dir);
                 }
                 return;
             }
@@ -358,16 +359,21 @@ internal sealed class TraceAnalysis
                 return; // Copper's own files, or the shim's checks of the directories above them
             }
         }
-        _real.Add((syscall, path));
+        _real.Add((syscall, path, dir || syscall.StartsWith("getdents", StringComparison.Ordinal)));
     }
 
-    private void UsedThroughCopper(string real, bool withParent)
+    private void UsedThroughCopper(string real, bool withParent, bool isDir)
     {
         Reached.Add(real);
+        if (isDir)
+        {
+            _dirs.Add(real);
+        }
         string parent = Parent(real);
         if (withParent && parent != "/")
         {
             Reached.Add(parent); // a file of it was read through Copper ("/" only counts when listed itself)
+            _dirs.Add(parent);
         }
     }
 
@@ -439,7 +445,7 @@ internal sealed class TraceAnalysis
             bool probe = (Op)op == Op.ListDirPlus && (BinaryPrimitives.ReadUInt32LittleEndian(payload) & 1u) != 0;
             if (real.StartsWith('/') && !probe)
             {
-                UsedThroughCopper(Places.Normalize(real), withParent: (Op)op == Op.Open);
+                UsedThroughCopper(Places.Normalize(real), withParent: (Op)op == Op.Open, isDir: (Op)op is Op.ListDir or Op.ListDirPlus);
             }
         }
     }
@@ -448,13 +454,15 @@ internal sealed class TraceAnalysis
     public List<Leak> Leaks()
     {
         var groups = new Dictionary<string, Leak>(StringComparer.Ordinal);
-        foreach ((string syscall, string path) in _real)
+        foreach ((string syscall, string path, bool isDir) in _real)
         {
-            string dir = Reached.Contains(path) ? path : Parent(path);
-            if (!Reached.Contains(dir) || (dir == "/" && path != "/"))
+            string parent = Parent(path);
+            if (!(Reached.Contains(path) || (Reached.Contains(parent) && parent != "/")))
             {
                 continue;
             }
+            // Grouped by directory: a directory's own calls under it, a file's under its parent.
+            string dir = isDir || _dirs.Contains(path) || path == "/" ? path : parent;
             if (!groups.TryGetValue(dir, out Leak? l))
             {
                 groups[dir] = l = new Leak(dir, 0, new Dictionary<string, int>(StringComparer.Ordinal), []);
