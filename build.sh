@@ -38,8 +38,10 @@ fi
 em_dir=build/environment-modules
 if ! compgen -G "$em_dir/usr/lib/*/modulecmd.tcl" >/dev/null && command -v apt-get >/dev/null 2>&1; then
   em_tmp=$(mktemp -d)
-  chmod 0755 "$em_tmp" # apt's download user must be able to write here
-  if (cd "$em_tmp" && apt-get download -qq environment-modules >&2); then
+  # apt downloads as its own user (_apt) where it can write; nobody else may write here.
+  if [ "$(id -u)" = 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$em_tmp"; fi
+  if (cd "$em_tmp" && { apt-get download -qq environment-modules >&2 ||
+        { [ "$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq environment-modules >&2; }; }); then
     mkdir -p "$em_dir"
     dpkg-deb -x "$em_tmp"/environment-modules_*.deb "$em_dir"
   else
