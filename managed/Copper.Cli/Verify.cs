@@ -67,7 +67,16 @@ internal static partial class Cli
         }
         prefix = Normalize(prefix);
 
-        var agents = Query(prefix).Where(a => a.Item2 != null).Select(a => a.Item1).ToList();
+        var found = Query(prefix);
+        var agents = found.Where(a => a.Item2 != null).Select(a => a.Item1).ToList();
+        foreach (var (dir, stats, error) in found)
+        {
+            stats?.Dispose();
+            if (stats == null)
+            {
+                Console.Error.WriteLine($"copper verify: the agent at {dir} does not answer ({error})");
+            }
+        }
         if (agents.Count == 0)
         {
             Console.Error.WriteLine($"copper verify: no agent serves {prefix} on this machine (runtime dir {RuntimeDir()}); " +

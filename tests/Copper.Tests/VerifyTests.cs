@@ -3,6 +3,7 @@
 // named with its directory; site.py's own scan of the real dist-packages is named too;
 // no agent and bad usage have their own exit statuses.
 using System.Text.RegularExpressions;
+using Copper.Interop;
 using Xunit;
 
 namespace Copper.Tests;
@@ -114,6 +115,13 @@ public class VerifyTests : IClassFixture<VerifyAgent>
         ProcResult none = Harness.Run(Copper, new[] { "verify", "-v", nowhere, "--", "/bin/true" }, _agent.Env);
         Assert.True(none.ExitCode == 3, none.ToString());
         Assert.Contains($"no agent serves {nowhere}", none.Stderr);
+
+        // An agent that died and left its directory behind: named, and still "no agent".
+        string dead = Path.Combine(_agent.Root, "dead-agent");
+        Directory.CreateDirectory(Path.Combine(_agent.Root, "run", Places.PrefixHash(dead)));
+        ProcResult stale = Harness.Run(Copper, new[] { "verify", "-v", dead, "--", "/bin/true" }, _agent.Env);
+        Assert.True(stale.ExitCode == 3, stale.ToString());
+        Assert.Contains("does not answer", stale.Stderr);
 
         ProcResult noCommand = Harness.Run(Copper, new[] { "verify", "-v", _agent.Prefix, "--" }, _agent.Env);
         Assert.True(noCommand.ExitCode == 2, noCommand.ToString());
