@@ -2,7 +2,8 @@
 // its login-shell set-up) and environment-modules (its modulecmd.tcl, unpacked by build.sh
 // into build/environment-modules because Debian's package conflicts with lmod). In a clean
 // shell each test loads the module, runs the README's single-node example with the commands
-// the module put on PATH, unloads, and compares the environment with what it was.
+// the module put on PATH, unloads, and compares the environment with what it was. Lmod is
+// also run on the Tcl file alone (a site may install only that one).
 using System.Text;
 using System.Text.Json;
 using Xunit;
@@ -12,7 +13,6 @@ namespace Copper.Tests;
 public class ModuleTests
 {
     private static readonly string ModulePath = Path.Combine(Harness.Out, "share", "modulefiles");
-    private static readonly string Readme = Path.Combine(Harness.Out, "share", "doc", "copper", "README.md");
 
     // Variables a module system keeps for its own bookkeeping (what is loaded, reference counts
     // of path entries); they are not the module's doing and may survive an unload.
@@ -22,12 +22,36 @@ public class ModuleTests
         || name.StartsWith("__LMOD_REF_COUNT_", StringComparison.Ordinal)
         || name.StartsWith("__MODULES_", StringComparison.Ordinal);
 
+    // `module` comes from /etc/profile.d/lmod.sh in a login shell. Lmod's first command tidies
+    // MODULEPATH (drops a trailing slash of its own entry): settle that first.
+    private const string LmodSetup = "type module >/dev/null\nmodule list >/dev/null 2>&1";
+    private static readonly string[] LoginShell = { "/bin/bash", "-l", "-c" };
+
     [Fact]
-    public void LmodLoadRunUnload() => LoadRunUnload(
-        shell: new[] { "/bin/bash", "-l", "-c" },
-        // `module` comes from /etc/profile.d/lmod.sh in a login shell. Lmod's first command
-        // tidies MODULEPATH (drops a trailing slash of its own entry): settle that first.
-        setup: "type module >/dev/null\nmodule list >/dev/null 2>&1");
+    public void LmodLoadRunUnload() => LoadRunUnload(LoginShell, LmodSetup, Harness.Out);
+
+    [Fact]
+    public void LmodReadsTheTclModuleFileToo()
+    {
+        // A site that installs only the Tcl file: an install tree whose module directory holds
+        // just <version> (bin, lib and the guide are the build's own, linked).
+        string tree = Harness.TempDir("tclonly");
+        try
+        {
+            string version = File.ReadAllText(Path.Combine(Harness.RepoRoot, "VERSION")).Trim();
+            string modules = Path.Combine(tree, "share", "modulefiles", "copper");
+            Directory.CreateDirectory(modules);
+            File.Copy(Path.Combine(ModulePath, "copper", version), Path.Combine(modules, version));
+            Directory.CreateSymbolicLink(Path.Combine(tree, "bin"), Harness.Bin);
+            Directory.CreateSymbolicLink(Path.Combine(tree, "lib"), Harness.Lib);
+            Directory.CreateSymbolicLink(Path.Combine(tree, "share", "doc"), Path.Combine(Harness.Out, "share", "doc"));
+            LoadRunUnload(LoginShell, LmodSetup, tree);
+        }
+        finally
+        {
+            Directory.Delete(tree, recursive: true);
+        }
+    }
 
     [Fact]
     public void EnvironmentModulesLoadRunUnload()
@@ -40,11 +64,15 @@ public class ModuleTests
         // What environment-modules' init/bash defines, without its installed paths.
         LoadRunUnload(
             shell: new[] { "/bin/bash", "--noprofile", "--norc", "-c" },
-            setup: $"module() {{ eval \"$(/usr/bin/tclsh8.6 {modulecmd} bash \"$@\")\"; }}");
+            setup: $"module() {{ eval \"$(/usr/bin/tclsh8.6 {modulecmd} bash \"$@\")\"; }}",
+            installRoot: Harness.Out);
     }
 
-    private static void LoadRunUnload(string[] shell, string setup)
+    // installRoot: the tree whose share/modulefiles is on MODULEPATH (and whose bin the module puts on PATH).
+    private static void LoadRunUnload(string[] shell, string setup, string installRoot)
     {
+        string bin = Path.Combine(installRoot, "bin");
+        string readme = Path.Combine(installRoot, "share", "doc", "copper", "README.md");
         string root = Harness.TempDir("module");
         string prefix = Path.Combine(root, "copper");
         string home = Path.Combine(root, "home");
@@ -72,7 +100,7 @@ env -0 >{root}/env.after
         // A clean login-like environment: nothing of the test runner's own.
         var args = new List<string> { "-i", "HOME=" + home, "USER=root", "LOGNAME=root", "SHELL=/bin/bash",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
-            "MODULEPATH=" + ModulePath, "COPPER_RUNTIME_DIR=" + Path.Combine(root, "run") };
+            "MODULEPATH=" + Path.Combine(installRoot, "share", "modulefiles"), "COPPER_RUNTIME_DIR=" + Path.Combine(root, "run") };
         args.AddRange(shell);
         args.Add(script);
         try
@@ -82,7 +110,7 @@ env -0 >{root}/env.after
 
             foreach (string c in new[] { "launch_copper.sh", "stop_copper.sh", "copper", "wrapper.sh" })
             {
-                Assert.Contains($"which {c}={Path.Combine(Harness.Bin, c)}\n", r.Stdout);
+                Assert.Contains($"which {c}={Path.Combine(bin, c)}\n", r.Stdout);
             }
             Assert.Contains($"numpy from {prefix}/usr/lib/python3/dist-packages/numpy/__init__.py", r.Stdout);
             using (JsonDocument stats = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "stats.json"))))
@@ -97,16 +125,16 @@ env -0 >{root}/env.after
             Assert.Contains("cooperative cache", whatis);
             string help = File.ReadAllText(Path.Combine(root, "help"));
             Assert.Contains("launch_copper.sh -v", help);
-            Assert.Contains(Readme + " (section \"Using Copper\")", help);
-            Assert.True(File.Exists(Readme), Readme);
+            Assert.Contains(readme + " (section \"Using Copper\")", help);
+            Assert.True(File.Exists(readme), readme);
 
             Dictionary<string, string> before = ReadEnv(Path.Combine(root, "env.before"));
             Dictionary<string, string> loaded = ReadEnv(Path.Combine(root, "env.loaded"));
             Dictionary<string, string> after = ReadEnv(Path.Combine(root, "env.after"));
 
             // Loading sets PATH and COPPER_HOME, and nothing that changes a program by itself.
-            Assert.Equal(Harness.Out, loaded["COPPER_HOME"]);
-            Assert.Equal(Harness.Bin + ":" + before["PATH"], loaded["PATH"]);
+            Assert.Equal(installRoot, loaded["COPPER_HOME"]);
+            Assert.Equal(bin + ":" + before["PATH"], loaded["PATH"]);
             Assert.Equal(new[] { "COPPER_HOME", "PATH" }, Changed(before, loaded));
             Assert.False(loaded.ContainsKey("LD_PRELOAD") || loaded.ContainsKey("LD_AUDIT"), "loading must not preload anything");
 
