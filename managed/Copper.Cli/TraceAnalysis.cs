@@ -11,7 +11,12 @@ using Copper.Interop;
 /// </summary>
 internal sealed class TraceAnalysis
 {
-    public sealed record Leak(string Directory, int Calls, Dictionary<string, int> BySyscall, List<string> Examples);
+    /// <summary>
+    /// Real calls in one directory. ByShim: the shim's own fallback, not the command's path: it
+    /// asked the agent to open the file and, with no mirror copy to open (a file larger than -M,
+    /// or an answer the agent could not give), opened the real path.
+    /// </summary>
+    public sealed record Leak(string Directory, bool ByShim, int Calls, Dictionary<string, int> BySyscall, List<string> Examples);
 
     private readonly string _prefix;
     private readonly List<string> _caches;
@@ -22,6 +27,8 @@ internal sealed class TraceAnalysis
     // Real calls, by path: the calls of each kind, and whether one showed it is a directory.
     private readonly Dictionary<string, (Dictionary<string, int> BySyscall, bool IsDir)> _real = new(StringComparer.Ordinal);
     private readonly HashSet<string> _dirs = new(StringComparer.Ordinal); // reached paths known to be directories
+    private readonly HashSet<string> _openAsked = new(StringComparer.Ordinal); // OPEN requests' paths
+    private readonly HashSet<string> _mirrorOpened = new(StringComparer.Ordinal); // files opened from the mirror
 
     public int Requests { get; private set; }
     public int MirrorCalls { get; private set; }
@@ -118,6 +125,7 @@ internal sealed class TraceAnalysis
                     if (opens)
                     {
                         UsedThroughCopper(path[mirror.Length..], withParent: !dir, isDir: dir);
+                        _mirrorOpened.Add(path[mirror.Length..]);
                     }
                 }
                 return;
@@ -222,6 +230,10 @@ internal sealed class TraceAnalysis
             if (real.StartsWith('/') && !probe)
             {
                 UsedThroughCopper(Places.Normalize(real), withParent: (Op)op == Op.Open, isDir: (Op)op is Op.ListDir or Op.ListDirPlus);
+                if ((Op)op == Op.Open)
+                {
+                    _openAsked.Add(Places.Normalize(real));
+                }
             }
         }
     }
@@ -239,9 +251,11 @@ internal sealed class TraceAnalysis
             }
             // Grouped by directory: a directory's own calls under it, a file's under its parent.
             string dir = isDir || _dirs.Contains(path) || path == "/" ? path : parent;
-            if (!groups.TryGetValue(dir, out Leak? l))
+            bool byShim = !isDir && _openAsked.Contains(path) && !_mirrorOpened.Contains(path);
+            string key = (byShim ? "s" : "c") + dir;
+            if (!groups.TryGetValue(key, out Leak? l))
             {
-                groups[dir] = l = new Leak(dir, 0, new Dictionary<string, int>(StringComparer.Ordinal), []);
+                groups[key] = l = new Leak(dir, byShim, 0, new Dictionary<string, int>(StringComparer.Ordinal), []);
             }
             int calls = 0;
             foreach ((string syscall, int n) in bySyscall)
@@ -253,7 +267,7 @@ internal sealed class TraceAnalysis
             {
                 l.Examples.Add(path);
             }
-            groups[dir] = l with { Calls = l.Calls + calls };
+            groups[key] = l with { Calls = l.Calls + calls };
         }
         return groups.Values.OrderByDescending(l => l.Calls).ThenBy(l => l.Directory, StringComparer.Ordinal).ToList();
     }

@@ -207,17 +207,21 @@ internal static partial class Cli
         if (leaks.Count == 0)
         {
             sb.Append("  leaks: none (no call reached a real path behind a Copper path the command used)\n");
+            if (t.Requests + t.MirrorCalls + t.PrefixCalls == 0)
+            {
+                sb.Append("  note: nothing went through Copper: the command used no " + prefix + " path, " +
+                    "or its shim did not use the agent (see a 'copper: not using the agent' line above)\n");
+            }
         }
         else
         {
+            int dirs = leaks.Select(l => l.Directory).Distinct(StringComparer.Ordinal).Count();
             sb.Append(CultureInfo.InvariantCulture,
-                $"  leaks: {leaks.Sum(l => l.Calls)} calls on real paths behind Copper paths, in {leaks.Count} director{(leaks.Count == 1 ? "y" : "ies")}:\n");
-            foreach (TraceAnalysis.Leak l in leaks)
-            {
-                string kinds = string.Join(", ", l.BySyscall.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value}"));
-                sb.Append(CultureInfo.InvariantCulture, $"    {l.Directory}: {l.Calls} calls ({kinds}), e.g. {string.Join(", ", l.Examples)}\n");
-            }
-            sb.Append(CultureInfo.InvariantCulture, $"  (put {prefix} in front of these paths where the command finds them)\n");
+                $"  leaks: {leaks.Sum(l => l.Calls)} calls on real paths behind Copper paths, in {dirs} director{(dirs == 1 ? "y" : "ies")}:\n");
+            AppendLeaks(sb, leaks.Where(l => !l.ByShim).ToList(),
+                $"by the command's own paths (put {prefix} in front of them where the command finds them):");
+            AppendLeaks(sb, leaks.Where(l => l.ByShim).ToList(),
+                "by the shim after the agent gave no mirror copy (files larger than the agents' -M, or answers they could not give):");
         }
         if (keep != null)
         {
@@ -225,6 +229,20 @@ internal static partial class Cli
         }
         Console.Out.Write(sb.ToString());
         return leaks.Count == 0 ? VerifyClean : VerifyLeaks;
+    }
+
+    private static void AppendLeaks(StringBuilder sb, List<TraceAnalysis.Leak> leaks, string title)
+    {
+        if (leaks.Count == 0)
+        {
+            return;
+        }
+        sb.Append(CultureInfo.InvariantCulture, $"    {title}\n");
+        foreach (TraceAnalysis.Leak l in leaks)
+        {
+            string kinds = string.Join(", ", l.BySyscall.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key} {kv.Value}"));
+            sb.Append(CultureInfo.InvariantCulture, $"      {l.Directory}: {l.Calls} calls ({kinds}), e.g. {string.Join(", ", l.Examples)}\n");
+        }
     }
 
     // An argument as a shell would need it, for the report's first line.

@@ -108,6 +108,26 @@ public class TraceAnalysisTests
     }
 
     [Fact]
+    public void ARealOpenAfterAnOpenRequestWithoutAMirrorCopyIsTheShims()
+    {
+        // big.bin: asked, no mirror copy (larger than -M), opened by its real path: the shim's.
+        // small.py: asked and opened from the mirror, then opened by its real path: the command's.
+        TraceAnalysis t = Analyse(
+            Connect,
+            Send(Op.Open, "/lus/env/big.bin"),
+            "openat(AT_FDCWD</home/u>, \"/lus/env/big.bin\", O_RDONLY|O_CLOEXEC) = 3</lus/env/big.bin>",
+            Send(Op.Open, "/lus/env/small.py"),
+            "openat(AT_FDCWD</home/u>, \"/c/cache/mirror/lus/env/small.py\", O_RDONLY|O_CLOEXEC) = 4</c/cache/mirror/lus/env/small.py>",
+            "openat(AT_FDCWD</home/u>, \"/lus/env/small.py\", O_RDONLY|O_CLOEXEC) = 5</lus/env/small.py>");
+        Assert.Equal(2, t.Requests);
+        List<TraceAnalysis.Leak> leaks = t.Leaks();
+        Assert.Equal(2, leaks.Count);
+        Assert.Equal(new[] { "/lus/env/big.bin" }, Assert.Single(leaks, l => l.ByShim).Examples);
+        Assert.Equal(new[] { "/lus/env/small.py" }, Assert.Single(leaks, l => !l.ByShim).Examples);
+        Assert.All(leaks, l => Assert.Equal("/lus/env", l.Directory));
+    }
+
+    [Fact]
     public void CoppersOwnFilesAndTheDirectoriesAboveThemAreNotLeaks()
     {
         // /r is reached through Copper (a file of it was read), but /r/run is the runtime dir.
