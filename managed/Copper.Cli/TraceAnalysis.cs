@@ -149,6 +149,10 @@ internal sealed class TraceAnalysis
 
     private void UsedThroughCopper(string real, bool withParent, bool isDir)
     {
+        if (real == "/" && !isDir)
+        {
+            return; // a look at the prefix itself (the mount's root) reads nothing of "/"
+        }
         Reached.Add(real);
         if (isDir)
         {

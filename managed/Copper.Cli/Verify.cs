@@ -8,11 +8,11 @@
 // or from its own cache), so the trace alone does not show which Copper paths the command
 // used. Three things do: the requests the command sent to the agent (their frames carry the
 // real path; copper_protocol.h), the mirror copies it opened (<cache>/mirror/<real path>),
-// and calls that reached the prefix itself (the FUSE mount). The directories these name (a
-// listed directory, and the directory of every other path) are "reached through Copper";
-// a leak is a call on such a directory or on one of its entries by its real path. Calls on
-// Copper's own files (the cache and mirror, the sockets, the directories above them, which
-// the shim checks before it trusts them) are Copper's, not leaks.
+// and calls that reached the prefix itself (the FUSE mount). What they name is "reached
+// through Copper": a path looked up, a directory listed, the directory of a file opened. A
+// leak is a call on a reached path, or on an entry of a reached directory, by its real path
+// (TraceAnalysis.cs). Calls on Copper's own files (the cache and mirror, the sockets, the
+// directories above them, which the shim checks before it trusts them) are not leaks.
 //
 // Exit status: 0 no leak; 1 leaks (listed); 2 bad usage; 3 no agent serves PREFIX here;
 // 4 the command could not be traced (no strace, ptrace refused, ...).
