@@ -130,8 +130,22 @@ internal static partial class Cli
             }
         }
 
+        if (keep != null && Directory.Exists(keep) && Directory.EnumerateFiles(keep, "trace.*").Any())
+        {
+            // Another run's files would be read as this one's.
+            Console.Error.WriteLine($"copper verify: {keep} already holds trace files; --keep-trace needs a directory without them");
+            return VerifyUsage;
+        }
         string traceDir = keep ?? Directory.CreateTempSubdirectory("copper-verify-").FullName;
-        Directory.CreateDirectory(traceDir);
+        try
+        {
+            Directory.CreateDirectory(traceDir);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"copper verify: cannot create {traceDir}: {ex.Message}");
+            return VerifyError;
+        }
         int commandStatus;
         try
         {

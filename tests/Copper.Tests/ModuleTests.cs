@@ -98,7 +98,7 @@ module unload copper
 env -0 >{root}/env.after
 ";
         // A clean login-like environment: nothing of the test runner's own.
-        var args = new List<string> { "-i", "HOME=" + home, "USER=root", "LOGNAME=root", "SHELL=/bin/bash",
+        var args = new List<string> { "-i", "HOME=" + home, "USER=" + Environment.UserName, "LOGNAME=" + Environment.UserName, "SHELL=/bin/bash",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
             "MODULEPATH=" + Path.Combine(installRoot, "share", "modulefiles"), "COPPER_RUNTIME_DIR=" + Path.Combine(root, "run") };
         args.AddRange(shell);
