@@ -2,6 +2,7 @@
 //   copper stats  [-v PREFIX] [--json]   counters of every agent of PREFIX on this machine
 //   copper status [-v PREFIX]            which agents run, and their place in the tree
 //   copper manifest save [-v PREFIX] FILE   merge what the root agent asked the file system into FILE
+//   copper verify [-v PREFIX] -- CMD...  calls of CMD that missed Copper (Verify.cs)
 // Agents are found in the runtime directory ($COPPER_RUNTIME_DIR, else
 // /tmp/copper-run-<uid>) as <fnv1a64(prefix)>[.n<k>]/agent.sock and asked over their socket.
 using System.Buffers.Binary;
@@ -34,7 +35,11 @@ internal static partial class Cli
         {
             return Manifest(args);
         }
-        string prefix = "/tmp/" + (Environment.GetEnvironmentVariable("USER") is { Length: > 0 } u ? u : Environment.UserName) + "/copper";
+        if (command == "verify")
+        {
+            return Verify(args[1..]);
+        }
+        string prefix = DefaultPrefix();
         bool json = false;
         for (int i = 1; i < args.Length; i++)
         {
@@ -87,13 +92,19 @@ internal static partial class Cli
         w.WriteLine("       copper status [-v PREFIX]            agents running for PREFIX and their tree places");
         w.WriteLine("       copper manifest save [-v PREFIX] FILE   merge the job's manifest (what this machine's root agent");
         w.WriteLine("                                    asked the file system) into FILE; replay it with launch_copper.sh -m FILE");
-        w.WriteLine("PREFIX defaults to /tmp/$USER/copper; agents are found under $COPPER_RUNTIME_DIR or /tmp/copper-run-<uid>.");
+        w.WriteLine("       copper verify [-v PREFIX] [--keep-trace DIR] -- CMD ARGS...");
+        w.WriteLine("                     run CMD as a job's rank (LD_PRELOAD/LD_AUDIT of PREFIX's agents, COPPER_PREFIX)");
+        w.WriteLine("                     under strace -f; list, by directory, every file-system call that reached a");
+        w.WriteLine("                     real path behind a Copper path CMD used, and count the calls through Copper.");
+        w.WriteLine("                     Exit 0 none, 1 some, 2 bad usage, 3 no agent serves PREFIX, 4 cannot trace.");
+        w.WriteLine("PREFIX defaults to /tmp/$USER/copper ($COPPER_PREFIX when set, for verify); agents are found under");
+        w.WriteLine("$COPPER_RUNTIME_DIR or /tmp/copper-run-<uid>.");
     }
 
     /// <summary>copper manifest save [-v PREFIX] FILE: node 0's agent on this machine (the root of tree 0) writes it.</summary>
     private static int Manifest(string[] args)
     {
-        string prefix = "/tmp/" + (Environment.GetEnvironmentVariable("USER") is { Length: > 0 } u ? u : Environment.UserName) + "/copper";
+        string prefix = DefaultPrefix();
         string? file = null;
         if (args.Length < 2 || args[1] != "save")
         {
