@@ -133,13 +133,14 @@ for wl in $workloads; do
         text=$(tail -c "+$((offset + 1))" "$out")
         root_s=$(grep -a -o 'replay at the root done: .*, \([0-9.]*\) s' <<<"$text" | sed 's/.*, \([0-9.]*\) s$/\1/' | tail -n 1)
         all_ms=$("$bin/copper" stats -v "$prefix" --json | "$py" -c 'import json,sys; print(max(e.get("replay_ms", 0) for e in json.load(sys.stdin)["nodes"]))')
+        bytes=$("$bin/copper" stats -v "$prefix" --json | "$py" -c 'import json,sys; print(next(e.get("replay_bytes", 0) for e in json.load(sys.stdin)["nodes"] if e["node"] == 0))')
         up0=$(stat_sum forwarded_up)
         c=$(run_ranks "$n" "$wl"); mid=$(model_ops)
         up1=$(stat_sum forwarded_up)
         sleep 1; w=$(run_ranks "$n" "$wl")
         "$bin/stop_copper.sh" -v "$prefix" >/dev/null 2>&1
-        printf '{"scenario":"replay","workload":"%s","nodes":%s,"ranks_per_node":%s,"launch_s":%s,"replay_root_s":%s,"replay_all_s":%s,"cold_s":%s,"warm_s":%s,"pfs_ops":%s,"pfs_ops_replay":%s,"forwarded_up_cold":%s}\n' \
-            "$wl" "$n" "$ranks" "$l" "${root_s:-0}" "$(printf '%.4f' "$(echo "$all_ms / 1000" | bc -l)")" "$c" "$w" $((mid - before)) $((replayed - before)) $((up1 - up0)) >>"$results"
+        printf '{"scenario":"replay","workload":"%s","nodes":%s,"ranks_per_node":%s,"launch_s":%s,"replay_root_s":%s,"replay_all_s":%s,"cold_s":%s,"warm_s":%s,"pfs_ops":%s,"pfs_ops_replay":%s,"forwarded_up_cold":%s,"replay_bytes":%s}\n' \
+            "$wl" "$n" "$ranks" "$l" "${root_s:-0}" "$(printf '%.4f' "$(echo "$all_ms / 1000" | bc -l)")" "$c" "$w" $((mid - before)) $((replayed - before)) $((up1 - up0)) "$bytes" >>"$results"
         printf '  replay  %-8s %2s nodes x %s: launch %6.3f s  cold %6.3f s  warm %6.3f s  PFS ops %6s  (replay: root %s s, every node %s ms, %s ops; forwarded up in the cold run %s)\n' \
             "$wl" "$n" "$ranks" "$l" "$c" "$w" $((mid - before)) "${root_s:-?}" "$all_ms" $((replayed - before)) $((up1 - up0)) >&2
     done
