@@ -53,4 +53,32 @@ public class BenchHarnessTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [Fact]
+    public void QuickReplayBenchRecordsAndReplaysAtEachNodeCount()
+    {
+        string dir = Harness.TempDir("replaybench");
+        try
+        {
+            ProcResult r = Harness.Run("bash", [Path.Combine(Harness.RepoRoot, "tools", "bench", "replay_bench.sh"), "--nodes", "1 2", "--ranks", "1", "--out", dir], timeoutMs: 600_000);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            string json = Directory.GetFiles(dir, "replay-*.json").Single();
+            using JsonDocument doc = JsonDocument.Parse(File.ReadAllText(json));
+            var rows = doc.RootElement.GetProperty("results").EnumerateArray().ToList();
+            foreach (int n in new[] { 1, 2 })
+            {
+                JsonElement shim = rows.Single(x => x.GetProperty("scenario").GetString() == "shim" && x.GetProperty("nodes").GetInt32() == n);
+                JsonElement replay = rows.Single(x => x.GetProperty("scenario").GetString() == "replay" && x.GetProperty("nodes").GetInt32() == n);
+                Assert.True(shim.GetProperty("manifest_entries").GetInt32() > 100, shim.ToString());
+                Assert.True(replay.GetProperty("replay_bytes").GetInt64() > 0, replay.ToString());
+                // The replay asked what the recording job asked: no more of the PFS, and the cold run asked nothing up the tree.
+                Assert.True(replay.GetProperty("pfs_ops").GetInt64() <= shim.GetProperty("pfs_ops").GetInt64(), replay.ToString());
+                Assert.Equal(0, replay.GetProperty("forwarded_up_cold").GetInt64());
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

@@ -53,7 +53,7 @@ trap cleanup EXIT
 
 mkdir -p "$src/pkgs" "$src/data"
 cp -a /usr/lib/python3/dist-packages/numpy "$src/pkgs/"
-"$py" - "$src/data" 1000 <<'PY'
+[[ " $workloads " != *" dataset "* ]] || "$py" - "$src/data" 1000 <<'PY'
 import os, sys
 root, per = sys.argv[1], max(1, int(sys.argv[2]) // 20)
 for c in range(20):
@@ -63,7 +63,7 @@ for c in range(20):
         with open(os.path.join(d, "img%03d.bin" % i), "wb") as f:
             f.write(os.urandom(1024 + (i * 37) % 3072))
 PY
-"$py" "$here/tools/bench/pynamic_gen.py" "$src/pynamic" --modules 300 --extensions 50 --libraries 10 >/dev/null
+[[ " $workloads " != *" pynamic "* ]] || "$py" "$here/tools/bench/pynamic_gen.py" "$src/pynamic" --modules 300 --extensions 50 --libraries 10 >/dev/null
 printf 'import pynamic_pkg.everything as e\nprint(e.TOTAL)\n' >"$work/do_pynamic.py"
 printf 'import numpy\nprint(float(numpy.arange(1000.0).sum()))\n' >"$work/do_import.py"
 cat >"$work/do_walk.py" <<'PY'
