@@ -176,10 +176,11 @@ internal sealed record Manifest(string Prefix, IReadOnlyList<ManifestEntry> Entr
                 byte modes = (asked & Asked.Access) != 0 ? Byte(body, ref at) : (byte)0;
                 int err = checked((int)ReadVarint(body, ref at));
                 ManifestEntry e;
-                string p = PathBytes.Decode(path);
-                if (path[0] != (byte)'/')
+                // Only what Copper writes: a normalized absolute path (a "..", which could lead a
+                // file out of the mirror, or a NUL is damage, whoever wrote it).
+                if (PathPolicy.TryDecode(new System.Buffers.ReadOnlySequence<byte>(path), out string p) != 0 || PathBytes.Decode(path) != p)
                 {
-                    error = $"corrupt (entry {i}: not an absolute path)";
+                    error = $"corrupt (entry {i}: not a normalized absolute path)";
                     return null;
                 }
                 if (err != 0)

@@ -251,11 +251,17 @@ internal static class ReplayWire
                 return false;
             }
             int length = BinaryPrimitives.ReadUInt16LittleEndian(body[2..]);
-            if (length == 0 || length > Protocol.MaxPath || body.Length < 4 + length || body[4] != (byte)'/')
+            if (length == 0 || length > Protocol.MaxPath || body.Length < 4 + length)
             {
                 return false;
             }
-            into.Add(new ReplayItem(PathBytes.Decode(body.Slice(4, length)), (Asked)body[0], body[1]));
+            // The same rule as a manifest's: a normalized absolute path, nothing that could climb out of the mirror.
+            byte[] raw = body.Slice(4, length).ToArray();
+            if (PathPolicy.TryDecode(new System.Buffers.ReadOnlySequence<byte>(raw), out string path) != 0 || PathBytes.Decode(raw) != path)
+            {
+                return false;
+            }
+            into.Add(new ReplayItem(path, (Asked)body[0], body[1]));
             body = body[(4 + length)..];
         }
         return true;

@@ -95,6 +95,11 @@ public class ManifestTests
         BinaryPrimitives.WriteUInt16LittleEndian(future.AsSpan(4), 9);
         Assert.Contains("version 9", Why(future));
         Assert.Contains("after its end", Why([.. good, 0]));
+        // A path that could lead a file out of the mirror is damage, whoever wrote the file.
+        foreach (string bad in new[] { "/env/../../home/u/.bashrc", "/env/./x", "/env//x", "/env/x/" })
+        {
+            Assert.Contains("not a normalized absolute path", Why(new Manifest("/p", [ManifestEntry.Of(bad, Asked.Open, 0, default)]).Encode()));
+        }
 
         static string Why(byte[] b)
         {
@@ -192,6 +197,7 @@ public class ManifestTests
         Assert.Equal(items, back);
         Assert.False(ReplayWire.TryDecode(batches[0].AsSpan(TreeWire.HeadSize, 30), []));
         Assert.False(ReplayWire.TryDecode(new byte[] { 1, 0, 3, 0, (byte)'r', (byte)'e', (byte)'l' }, []));
+        Assert.False(ReplayWire.TryDecode(ReplayWire.Encode([new ReplayItem("/a/../../etc", Asked.Open, 0)])[0].AsSpan(TreeWire.HeadSize), []));
         Assert.Single(ReplayWire.Encode([]));
     }
 }
