@@ -5,9 +5,10 @@
 // child. While any request of a child is in service, that child gets an Alive message several
 // times per patience, from a thread of its own, whatever the request is doing (waiting on
 // this agent's own parent, reading the file system, relaying a large file).
-// Requests a replay asked (TreeWire.FlagReplay) wait for one of ReplayLane places, so however
-// many children replay at once, applications' requests (never held) are served first; the
-// work such a request causes here asks upward as a replay too.
+// Requests a replay asked (TreeWire.FlagReplay) bring their answer into this node's cache in
+// one of ReplayLane places, so however many children replay at once, applications' requests
+// (never held) are served first; the work such a request causes here asks upward as a replay
+// too. The answer is sent outside the lane: a frozen child holds no place of the others.
 using Copper.Interop;
 using Microsoft.Extensions.Logging;
 
@@ -59,28 +60,53 @@ internal sealed partial class TreeParent : IDisposable
         _ = Task.Run(() => ServeAsync(child, h, m));
     }
 
-    /// <summary>A replay's request: in the replay lane, and asked upward as a replay.</summary>
+    /// <summary>
+    /// A replay's request: its answer is brought into this node's cache inside the replay lane
+    /// (asking upward as a replay), then sent like any other. Sending is outside the lane, so a
+    /// frozen or dead child, whose sends never finish, holds no place of the others.
+    /// </summary>
     private async Task ServeReplayAsync(int child, TreeHead h, byte[] m)
     {
         SemaphoreSlim lane = _replayLane;
+        CancellationToken ct = _stopping.Token;
+        bool held = false;
         try
         {
-            await lane.WaitAsync(_stopping.Token);
+            await lane.WaitAsync(ct);
+            held = true;
+            Replayer.MarkReplay();
+            if (TreeWire.TryReadRequest(m, h, out Request r) == 0)
+            {
+                Task fetched = r.Op switch
+                {
+                    Op.Open => cache.OpenAsync(r.Path, ct),
+                    Op.Stat or Op.Lstat => cache.StatAsync(r.Path, r.Op == Op.Stat, ct),
+                    Op.ReadLink => cache.ReadLinkAsync(r.Path, ct),
+                    Op.Access => cache.AccessAsync(r.Path, r.Mode, ct),
+                    Op.ListDir => cache.ListDirAsync(r.Path, ct),
+                    _ => Task.CompletedTask,
+                };
+                await fetched;
+            }
         }
         catch (OperationCanceledException)
         {
             Interlocked.Decrement(ref _inService[child]);
             return;
         }
-        try
+        catch (Exception ex) when (ex is not OutOfMemoryException)
         {
-            Replayer.MarkReplay();
-            await ServeAsync(child, h, m);
+            // Answered below all the same: the cache's own failure is an answer too.
+            LogServeFailed(peers.Log, child, ex.Message);
         }
         finally
         {
-            lane.Release();
+            if (held)
+            {
+                lane.Release();
+            }
         }
+        await ServeAsync(child, h, m);
     }
 
     /// <summary>Stops the keep-alives and the requests in service.</summary>
