@@ -193,7 +193,11 @@ namespace Copper.Agent
                 // Counters are on disk first: a dead child can take MPI down while we say goodbye.
                 tree.Dispose();
                 await tree.Membership.StopChildrenAsync(TimeSpan.FromSeconds(1));
-                mpi!.Stop(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2));
+                if (!mpi!.Stop(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2)))
+                {
+                    // The last resort: a peer that died (or an MPI that does not finish) must not keep this node.
+                    Console.Error.WriteLine($"copper-agent: node {rank}: MPI_Finalize did not finish within 2 s; exiting without it");
+                }
             }
             Cleanup(o, pidFile, readyFile, cacheNote);
             return 0;

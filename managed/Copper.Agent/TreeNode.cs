@@ -31,6 +31,7 @@ internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreePar
     private void OnMessage(int source, byte[] m)
     {
         peers.Heard(source);
+        child.Heard(source);
         if (!TreeWire.TryReadHead(m, out TreeHead h))
         {
             LogMalformed(peers.Log, source, m.Length);
