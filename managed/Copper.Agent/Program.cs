@@ -111,8 +111,10 @@ namespace Copper.Agent
                 var patience = TimeSpan.FromSeconds(o.ParentTimeoutSeconds);
                 var child = new TreeChild(peers, local, patience);
                 cache = new NodeCache(child, counters, log, mirror, o.MaxCacheableBytes) { Pipelines = TreePeers.HasChildren(topo, mpi.Rank) };
-                tree = new TreeNode(peers, child, new TreeParent(peers, cache, patience), new TreeMembership(peers));
+                var stats = new TreeStats(peers, patience);
+                tree = new TreeNode(peers, child, new TreeParent(peers, cache, patience), new TreeMembership(peers), stats);
                 counters.Describe = tree.DescribeTo;
+                counters.Job = stats.DescribeTo;
             }
             else
             {
@@ -182,7 +184,7 @@ namespace Copper.Agent
             try
             {
                 Directory.CreateDirectory(o.LogDir);
-                File.WriteAllBytes(Path.Combine(o.LogDir, $"copper-stats.{node}.json"), counters.ToJson(rank));
+                File.WriteAllBytes(Path.Combine(o.LogDir, $"copper-stats.{node}.json"), counters.ToJson(rank, job: true));
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
@@ -191,8 +193,7 @@ namespace Copper.Agent
             if (tree != null)
             {
                 // Counters are on disk first: a dead child can take MPI down while we say goodbye.
-                tree.Dispose();
-                await tree.Membership.StopChildrenAsync(TimeSpan.FromSeconds(1));
+                await tree.StopAsync(TimeSpan.FromSeconds(1));
                 if (!mpi!.Stop(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2)))
                 {
                     // The last resort: a peer that died (or an MPI that does not finish) must not keep this node.

@@ -8,21 +8,39 @@ using Microsoft.Extensions.Logging;
 
 namespace Copper.Agent;
 
-internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreeParent parent, TreeMembership membership) : IDisposable
+internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreeParent parent, TreeMembership membership, TreeStats stats) : IDisposable
 {
     public TreeMembership Membership => membership;
+
+    public TreeStats Stats => stats;
 
     /// <summary>Starts receiving (messages that came meanwhile waited in MPI) and joins the trees.</summary>
     public void Start()
     {
         peers.Mpi.Attach(OnMessage);
         membership.Join();
+        stats.Start();
+    }
+
+    /// <summary>
+    /// The stop, once this agent stopped serving: its last counters go up, then Shutdown to
+    /// every child and every node below heard from lately, none to a node that fell silent.
+    /// </summary>
+    public async Task StopAsync(TimeSpan wait)
+    {
+        Dispose();
+        await stats.FinalReportAsync(wait);
+        await membership.StopChildrenAsync(wait, stats.Silent, stats.Heard());
     }
 
     public void DescribeTo(Utf8JsonWriter w) => membership.DescribeTo(w, child.ParentDown);
 
-    /// <summary>Stops serving children (keep-alives included).</summary>
-    public void Dispose() => parent.Dispose();
+    /// <summary>Stops serving children (keep-alives included) and reporting.</summary>
+    public void Dispose()
+    {
+        parent.Dispose();
+        stats.Dispose();
+    }
 
     /// <summary>
     /// The progress thread's callback: replies go straight to their waiting request, requests
@@ -47,6 +65,12 @@ internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreePar
                 break;
             case TreeKind.Alive:
                 break; // heard (above): that is all it says
+            case TreeKind.Report:
+                stats.OnReport(source, m);
+                break;
+            case TreeKind.ReportAck:
+                stats.OnAck(source);
+                break;
             default:
                 membership.OnMessage(source, h);
                 break;

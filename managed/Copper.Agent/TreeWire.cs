@@ -14,6 +14,7 @@
 // Alive   id 0: "still serving your requests", about once a second to each child with a
 //         request in service. Any message from a parent resets the child's patience.
 // Join / JoinAck (per tree), Subtree (aux = nodes joined below and at the sender), Shutdown
+// Report  aux = entries: nodes' counters going up tree 0 (TreeStats); ReportAck answers it
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Copper.Interop;
@@ -30,6 +31,8 @@ internal enum TreeKind : byte
     JoinAck = 6,
     Subtree = 7,
     Shutdown = 8,
+    Report = 9,
+    ReportAck = 10,
 }
 
 internal readonly record struct TreeHead(TreeKind Kind, Op Op, byte Flags, int Tree, int Status, int Aux, ulong Id);
@@ -42,7 +45,7 @@ internal static class TreeWire
     public static bool TryReadHead(ReadOnlySpan<byte> m, out TreeHead head)
     {
         head = default;
-        if (m.Length < HeadSize || m[0] is < (byte)TreeKind.Request or > (byte)TreeKind.Shutdown)
+        if (m.Length < HeadSize || m[0] is < (byte)TreeKind.Request or > (byte)TreeKind.ReportAck)
         {
             return false;
         }
