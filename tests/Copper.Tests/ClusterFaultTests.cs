@@ -131,6 +131,62 @@ public class ClusterFaultTests
     }
 
     [Fact]
+    public void CopperStatsOnTheLaunchNodeShowsEveryNodeAndMarksAKilledOneSilent()
+    {
+        using var bed = new Bed("fj");
+        bed.Up(3);
+        ProcResult launch = bed.Launch(3, "-F 2");
+        Assert.True(launch.ExitCode == 0, launch + bed.JobOutput());
+        ProcResult run = bed.Ranks([2, 3], killAfterPhase1: null);
+        Assert.True(run.ExitCode == 0, run + bed.JobOutput());
+        Assert.Equal(bed.Expected(2), bed.RankOutput(2));
+        Assert.Equal(bed.Expected(3), bed.RankOutput(3));
+
+        // On node 1 (the root's node): every node, each with its own counters, as last reported
+        // (reports go up about once a second: wait for them, boundedly).
+        Dictionary<string, JsonElement> nodes = [];
+        for (int i = 0; i < 600; i++)
+        {
+            nodes = bed.JobStats(1);
+            if (nodes.Count == 3 && nodes.Values.All(n => n.TryGetProperty("requests", out JsonElement r) && r.GetInt64() > 0)
+                && nodes["node3"].GetProperty("requests").GetInt64() >= 40)
+            {
+                break;
+            }
+            Thread.Sleep(100);
+        }
+        Assert.Equal(["node1", "node2", "node3"], nodes.Keys.Order());
+        // The imports were served through the tree: only the root read the file system.
+        Assert.True(nodes["node1"].GetProperty("pfs_ops").GetInt64() > 0, nodes["node1"].ToString());
+        Assert.True(nodes["node1"].GetProperty("child_requests").GetInt64() > 0, nodes["node1"].ToString());
+        foreach (string n in new[] { "node2", "node3" })
+        {
+            Assert.Equal(0, nodes[n].GetProperty("pfs_ops").GetInt64());
+            Assert.True(nodes[n].GetProperty("forwarded_up").GetInt64() > 0, nodes[n].ToString());
+            Assert.False(nodes[n].GetProperty("silent").GetBoolean(), nodes[n].ToString());
+        }
+        long node3Requests = nodes["node3"].GetProperty("requests").GetInt64();
+
+        // Node 3 dies: the root still answers at once each time, and marks it silent with its last counters.
+        Assert.Equal(0, bed.Run("kill", "3").ExitCode);
+        for (int i = 0; i < 600 && !(nodes["node3"].TryGetProperty("silent", out JsonElement s) && s.GetBoolean()); i++)
+        {
+            Thread.Sleep(100);
+            nodes = bed.JobStats(1);
+        }
+        Assert.True(nodes["node3"].GetProperty("silent").GetBoolean(), nodes["node3"].ToString());
+        Assert.True(nodes["node3"].GetProperty("requests").GetInt64() >= node3Requests, nodes["node3"].ToString());
+        Assert.True(nodes["node3"].GetProperty("age_s").GetDouble() > 0, nodes["node3"].ToString());
+        Assert.False(nodes["node2"].GetProperty("silent").GetBoolean(), nodes["node2"].ToString());
+        ProcResult table = bed.Bash(1, $"timeout 20 {bed.BinDir}/copper stats -v {bed.Prefix}");
+        Assert.True(table.ExitCode == 0 && table.Stdout.Contains("3 node(s) of the job") && table.Stdout.Contains("silent, last report"), table.ToString());
+
+        ProcResult stop = bed.Stop(1);
+        Assert.True(stop.ExitCode == 0, stop.ToString());
+        bed.AssertNothingLeft([1, 2]);
+    }
+
+    [Fact]
     public void ALaunchWithANodeWhoseSshdIsDeadFailsNamingItAndLeavesNothing()
     {
         using var bed = new Bed("fs");
@@ -257,6 +313,19 @@ public class ClusterFaultTests
             Assert.True(r.ExitCode == 0, r.ToString());
             using JsonDocument doc = JsonDocument.Parse(r.Stdout);
             return doc.RootElement.GetProperty("nodes").EnumerateArray().Single(e => e.GetProperty("host").GetString() == $"node{node}").Clone();
+        }
+
+        /// <summary>`copper stats --json` on node <paramref name="node"/>: every node listed, by host.</summary>
+        public Dictionary<string, JsonElement> JobStats(int node)
+        {
+            // The CLI's own socket timeouts bound it; `timeout` only guards the test.
+            ProcResult r = Bash(node, $"timeout 20 {BinDir}/copper stats -v {Prefix} --json");
+            Assert.True(r.ExitCode == 0, r.ToString());
+            using JsonDocument doc = JsonDocument.Parse(r.Stdout);
+            Assert.True(doc.RootElement.GetProperty("job").GetBoolean(), r.Stdout);
+            return doc.RootElement.GetProperty("nodes").EnumerateArray()
+                .Where(e => e.TryGetProperty("host", out _))
+                .ToDictionary(e => e.GetProperty("host").GetString()!, e => e.Clone());
         }
 
         public string JobOutput() =>
