@@ -111,7 +111,7 @@ namespace Copper.Agent
                 var patience = TimeSpan.FromSeconds(o.ParentTimeoutSeconds);
                 var child = new TreeChild(peers, local, patience);
                 cache = new NodeCache(child, counters, log, mirror, o.MaxCacheableBytes) { Pipelines = TreePeers.HasChildren(topo, mpi.Rank) };
-                var stats = new TreeStats(peers, patience);
+                var stats = new TreeStats(peers, patience, child.ParentDown);
                 tree = new TreeNode(peers, child, new TreeParent(peers, cache, patience), new TreeMembership(peers), stats);
                 counters.Describe = tree.DescribeTo;
                 counters.Job = stats.DescribeTo;
@@ -121,8 +121,8 @@ namespace Copper.Agent
                 cache = new NodeCache(local, counters, log, mirror, o.MaxCacheableBytes);
             }
             using var stop = tree == null ? new CancellationTokenSource() : CancellationTokenSource.CreateLinkedTokenSource(tree.Membership.ShutdownRequested);
-            using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
-            using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+            using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; LogSignal(log, "SIGTERM"); stop.Cancel(); });
+            using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; LogSignal(log, "SIGINT"); stop.Cancel(); });
 
             // Local connections are served asynchronously; cache misses still make blocking
             // file-system calls on pool threads, so keep enough of them ready for a storm of
@@ -317,6 +317,9 @@ namespace Copper.Agent
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "no FUSE mount at {MountPoint}: {Reason}")]
         private static partial void LogMountFailed(ILogger logger, string mountPoint, string reason);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "{Signal}: stopping")]
+        private static partial void LogSignal(ILogger logger, string signal);
 
         [LoggerMessage(Level = LogLevel.Information, Message = "stopping")]
         private static partial void LogStopping(ILogger logger);

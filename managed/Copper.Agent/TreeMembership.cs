@@ -3,10 +3,11 @@
 // (Subtree) until the root knows every node has joined ("tree ready"); Shutdown travels down
 // (and straight to the nodes below that report, see TreeStats).
 using System.Text.Json;
+using Microsoft.Extensions.Logging;
 
 namespace Copper.Agent;
 
-internal sealed class TreeMembership
+internal sealed partial class TreeMembership
 {
     private readonly TreePeers peers;
     private readonly Lock _lock = new();
@@ -84,6 +85,10 @@ internal sealed class TreeMembership
                 Advance();
                 break;
             case TreeKind.Shutdown:
+                if (!_stopping.IsCancellationRequested)
+                {
+                    LogShutdown(peers.Log, source);
+                }
                 _ = Task.Run(_stopping.Cancel);
                 break;
         }
@@ -179,4 +184,7 @@ internal sealed class TreeMembership
             }
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "rank {Source} says the job stops")]
+    private static partial void LogShutdown(ILogger logger, int source);
 }

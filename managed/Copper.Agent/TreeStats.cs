@@ -5,8 +5,8 @@
 // entries that changed; the root holds the job's picture. Each entry carries its age, so a
 // node that stopped reporting shows its last counters, how old they are, and "silent".
 //
-// A parent that acknowledges no report for `patience` is taken as gone: reports then go to
-// the root directly, and nothing more is sent to that parent. What an agent holds also names
+// A parent that acknowledges no report for `patience` (or that requests already gave up on)
+// is taken as gone: reports then go to the root directly, and nothing more is sent to it. What an agent holds also names
 // who is alive for the stop: Shutdown goes to every node heard from lately (so a subtree
 // under a dead node still stops cleanly) and to no node that fell silent.
 //
@@ -37,9 +37,13 @@ internal sealed partial class TreeStats : IDisposable
     private bool _parentSilent;     // protected by _lock
     private int _ticks;
 
-    public TreeStats(TreePeers peers, TimeSpan patience)
+    private readonly Func<int, bool> _parentDown;
+
+    /// <param name="parentDown">By tree: true while requests gave up on that parent (TreeChild).</param>
+    public TreeStats(TreePeers peers, TimeSpan patience, Func<int, bool> parentDown)
     {
         this.peers = peers;
+        _parentDown = parentDown;
         _patienceTicks = (long)(Math.Max(patience.TotalSeconds, 1) * Stopwatch.Frequency);
         _parent = peers.Topo.Parent(0, peers.Rank);
         _root = peers.Topo.Root(0);
@@ -119,7 +123,8 @@ internal sealed partial class TreeStats : IDisposable
             {
                 return null;
             }
-            if (!_parentSilent && _unackedSince != 0 && now - _unackedSince > _patienceTicks)
+            // Silent: no acknowledgement for the patience, or requests already gave up on it.
+            if (!_parentSilent && ((_unackedSince != 0 && now - _unackedSince > _patienceTicks) || _parentDown(0)))
             {
                 _parentSilent = true;
                 _unackedSince = 0;
