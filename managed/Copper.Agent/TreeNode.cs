@@ -23,13 +23,17 @@ internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreePar
     }
 
     /// <summary>
-    /// The stop, once this agent stopped serving: its last counters go up, then Shutdown to
-    /// every child and every node below heard from lately, none to a node that fell silent.
+    /// The stop, once this agent stopped serving: its last counters go up (unless the stop came
+    /// down the tree: those above are stopping too), then Shutdown to every child and every
+    /// node below heard from lately, none to a node that fell silent.
     /// </summary>
     public async Task StopAsync(TimeSpan wait)
     {
         Dispose();
-        await stats.FinalReportAsync(wait);
+        if (!membership.ShutdownRequested.IsCancellationRequested)
+        {
+            await stats.FinalReportAsync(wait);
+        }
         await membership.StopChildrenAsync(wait, stats.Silent, stats.Heard());
     }
 
