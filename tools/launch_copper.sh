@@ -738,6 +738,13 @@ wait_tree_ready() {
     while :; do
         text=$(tail -c "+$((job_offset + 1))" "$job_out" 2>/dev/null || true)
         [[ $text != *"copper-agent: tree ready: "* ]] || return 0
+        # Hydra's ssh launcher could not reach a node (no sshd, refused, no key): that node's
+        # agent can never start, and Hydra waits for it regardless.
+        if [[ $mode == cluster && ($text == *$'\n'"ssh: "* || $text == "ssh: "*) ]]; then
+            note "error: mpiexec could not start the agent on every node: $(printf '%s\n' "$text" | grep -m 3 '^ssh: ' | paste -sd ';' | sed 's/;/; /g'); see $job_out"
+            stop_job
+            exit 1
+        fi
         if gone "$job_pid"; then
             rc=0
             wait "$job_pid" 2>/dev/null || rc=$?

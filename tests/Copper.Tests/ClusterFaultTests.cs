@@ -202,6 +202,7 @@ public class ClusterFaultTests
         ProcResult launch = bed.Launch(3, "", seconds: 15);
         Assert.True(launch.ExitCode == 1, launch + bed.JobOutput());
         Assert.Contains("node3", launch.Stderr);
+        Assert.Contains("could not start the agent on every node", launch.Stderr);
         bed.AssertNothingLeft([1, 2, 3]);
     }
 
