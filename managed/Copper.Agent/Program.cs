@@ -193,7 +193,11 @@ namespace Copper.Agent
                 // Counters are on disk first: a dead child can take MPI down while we say goodbye.
                 tree.Dispose();
                 await tree.Membership.StopChildrenAsync(TimeSpan.FromSeconds(1));
+                // Files too, before MPI_Finalize: its PMI barrier can fail once a peer has given up
+                // on it, and mpiexec then kills every rank of the job, this one included.
+                Cleanup(o, pidFile, readyFile, cacheNote);
                 mpi!.Stop(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2));
+                return 0;
             }
             Cleanup(o, pidFile, readyFile, cacheNote);
             return 0;
@@ -268,12 +272,19 @@ namespace Copper.Agent
                 }
             }
             MirrorFiles.DeleteTree(o.EffectiveCacheDir);
-            try
+            // Then the runtime directory if this was its last agent: stop_copper.sh does that on
+            // the node it runs on, but on the other nodes of a job stopped by the tree's Shutdown
+            // the agent is the only one left to do it. Not empty: another prefix's agent is there.
+            foreach (string dir in new[] { o.NodeDir, o.RuntimeDir })
             {
-                Directory.Delete(o.NodeDir);
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
+                try
+                {
+                    Directory.Delete(dir);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    break;
+                }
             }
         }
 
