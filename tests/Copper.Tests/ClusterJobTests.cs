@@ -173,9 +173,11 @@ public class ClusterJobTests
             Assert.True(opensBefore.Count(kv => kv.Key.StartsWith("/pkgs/numpy/", StringComparison.Ordinal)) >= 20,
                 "the direct run did not reach the model: " + string.Join(", ", opensBefore.Keys));
 
-            // The job: agents from the PBS nodefile (no -H), then 8 ranks over the 4 nodes.
+            // The job: agents from the PBS nodefile (no -H), then 8 ranks over the 4 nodes. A
+            // patient child (-P 30): on a loaded machine a slow parent must not make it read the
+            // PFS itself, which this test would count against it.
             ProcResult launch = Exec(name, 1,
-                $"set -e; {env}; export PBS_NODEFILE={nodefile}; timeout 100 {bin}/launch_copper.sh -v {prefix} -c {job}/cache -d {job}/logs -b none -s 90 > {exports}");
+                $"set -e; {env}; export PBS_NODEFILE={nodefile}; timeout 100 {bin}/launch_copper.sh -v {prefix} -c {job}/cache -d {job}/logs -b none -s 90 -P 30 > {exports}");
             Assert.True(launch.ExitCode == 0, launch.ToString());
             string exported = File.ReadAllText(exports);
             Assert.DoesNotContain("COPPER_NODE", exported);

@@ -57,6 +57,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 now() { date +%s.%N; }
 on() { local k=$1; shift; "${cl[@]}" exec "$k" /bin/bash -c "$node_env; $*"; }
 
+load_start=$(cut -d' ' -f1 /proc/loadavg)   # other work on the machine shows in the figures
 "${cl[@]}" up "$max" --ssh --pfs "$lus" 2>/dev/null
 mkdir -p "$src/pkgs" "$lus/data"
 cp -a /usr/lib/python3/dist-packages/numpy "$src/pkgs/"
@@ -203,12 +204,13 @@ printf '  test bed tree: %s MiB to %s nodes: MPI_Bcast %.3f s, Copper tree %.3f 
 
 mkdir -p "$out_dir"
 out=$out_dir/cluster-$(date -u +%F).json
-"$py" - "$results" "$out" "$service_us" "$nodes_list" "$ranks" "$runs" "$tree_nodes" "$bytes" "$b" "$t" "$lus/bcast.times" "$lus/tree.times" <<'PY'
+"$py" - "$results" "$out" "$service_us" "$nodes_list" "$ranks" "$runs" "$tree_nodes" "$bytes" "$b" "$t" "$lus/bcast.times" "$lus/tree.times" "$load_start" <<'PY'
 import json, os, platform, sys
 a = sys.argv
 rows = [json.loads(l) for l in open(a[1])]
 doc = {
-    "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
+    "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+                "loadavg_start": float(a[13]), "loadavg_end": os.getloadavg()[0]},
     "testbed": "out/bin/cluster: one node per network+UTS+mount namespace on this machine, ssh between nodes, "
                "the PFS model on a shared mount point, MPI over veths (UCX_TLS=tcp,self)",
     "parameters": {"pfs_service_us": float(a[3]), "nodes": [int(x) for x in a[4].split()], "ranks_per_node": int(a[5]),

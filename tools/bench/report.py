@@ -118,7 +118,10 @@ def testbed(results, plots):
           f"{p['ranks_per_node']} ranks per node start at once in their nodes. Every node shares the machine's "
           f"{doc['machine']['cores']} cores, so times grow with the node count for every scenario and say little "
           "alone: compare scenarios within a row (ratios) and the operation counts. "
-          f"Each figure is the median of {p['runs']} job(s) (`BENCH_RUNS`); cold is the job's first run, warm its second.", "",
+          f"Each figure is the median of {p['runs']} job(s) (`BENCH_RUNS`); cold is the job's first run, warm its second."
+          + (f" Load average (1 min) when the run started and ended: {doc['machine']['loadavg_start']:.1f} and "
+             f"{doc['machine']['loadavg_end']:.1f}, on {doc['machine']['cores']} cores: other work shared them."
+             if "loadavg_start" in doc["machine"] else ""), "",
           "![cold](plots/testbed-numpy-cold.svg) ![PFS operations](plots/testbed-numpy-pfs-ops.svg)", "",
           "| nodes | scenario | cold s | warm s | cold / direct | PFS ops (cold) | bytes over the tree | agent RSS MiB |",
           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
