@@ -6,10 +6,12 @@
 # node, the same prefix on every node); MPI over the veths (UCX_TLS=tcp,self
 # UCX_NET_DEVICES=eth0). All nodes share this machine's cores.
 #
-#  1. storm: `import numpy` by R ranks on each of N nodes at once, N in BENCH_CLUSTER_NODES
-#     ("1 2 4 8"), R = BENCH_RANKS (2), the scenarios of storm_bench.sh: local disk, direct on
-#     the PFS model, Copper through the shim, Copper through each node's FUSE mount; each job
-#     runs the workload twice (cold, then warm one second later); median of BENCH_RUNS jobs (1).
+#  1. storm: R ranks on each of N nodes at once, N in BENCH_CLUSTER_NODES ("1 2 4 8"),
+#     R = BENCH_RANKS (2), the scenarios of storm_bench.sh: local disk, direct on the PFS
+#     model, Copper through the shim, Copper through each node's FUSE mount; workloads in
+#     BENCH_CLUSTER_WORKLOADS ("numpy"; also "pynamic" and "dataset", as storm_bench.sh makes
+#     them); each job runs the workload twice (cold, then warm one second later); median of
+#     BENCH_RUNS jobs (1).
 #  2. tree: a BENCH_TREE_MB MiB file (64) to BENCH_TREE_NODES nodes (4): every node reads it
 #     through the shim at once, cold (Copper's tree), versus MPI_Bcast (bcast.c) of the same
 #     bytes, each rank writing its copy to its node's /tmp; median of BENCH_RUNS rounds each.
@@ -22,6 +24,7 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$here/out/bin
 py=/usr/bin/python3
 nodes_list=${BENCH_CLUSTER_NODES:-1 2 4 8}
+workloads=${BENCH_CLUSTER_WORKLOADS:-numpy}
 ranks=${BENCH_RANKS:-2}
 runs=${BENCH_RUNS:-1}
 tree_nodes=${BENCH_TREE_NODES:-4}
@@ -61,12 +64,42 @@ load_start=$(cut -d' ' -f1 /proc/loadavg)   # other work on the machine shows in
 "${cl[@]}" up "$max" --ssh --pfs "$lus" 2>/dev/null
 mkdir -p "$src/pkgs" "$lus/data"
 cp -a /usr/lib/python3/dist-packages/numpy "$src/pkgs/"
-# Fails unless numpy came from the first PYTHONPATH entry (no silent fallback to the system's).
-cat >"$lus/do_import.py" <<'PY'
+# The workloads of storm_bench.sh at its default sizes. The imports fail unless the package
+# came from the first PYTHONPATH entry (no silent fallback to the system's numpy).
+cat >"$lus/do_numpy.py" <<'PY'
 import os, numpy
 assert numpy.__file__.startswith(os.environ["PYTHONPATH"] + "/"), numpy.__file__
 print(float(numpy.arange(1000.0).sum()))
 PY
+cat >"$lus/do_pynamic.py" <<'PY'
+import os, pynamic_pkg.everything as e
+assert e.__file__.startswith(os.environ["PYTHONPATH"] + "/"), e.__file__
+print(e.TOTAL)
+PY
+cat >"$lus/do_dataset.py" <<'PY'
+import os, sys
+root, total = sys.argv[1], 0
+for d in sorted(os.scandir(root), key=lambda e: e.name):
+    for e in sorted(os.scandir(d.path), key=lambda e: e.name):
+        with open(e.path, "rb") as f:
+            total += len(f.read())
+print(total)
+PY
+if [[ " $workloads " == *" pynamic "* ]]; then
+    "$py" "$here/tools/bench/pynamic_gen.py" "$src/pynamic" --modules 300 --extensions 50 --libraries 10 >/dev/null
+fi
+if [[ " $workloads " == *" dataset "* ]]; then
+    "$py" - "$src/dataset" 1000 <<'PY'
+import os, sys
+root, per = sys.argv[1], max(1, int(sys.argv[2]) // 20)
+for c in range(20):
+    d = os.path.join(root, "class%02d" % c)
+    os.makedirs(d)
+    for i in range(per):
+        with open(os.path.join(d, "img%03d.bin" % i), "wb") as f:
+            f.write(os.urandom(1024 + (i * 37) % 3072))
+PY
+fi
 for n in $(seq 1 "$max"); do printf 'node%s\n' $(seq 1 "$n") >"$lus/hosts.$n"; done
 "$bin/copper-pfs-model" "$src" --mount "$pfs" --service-us "$service_us" --model-stats "$lus/model.json" >"$lus/model.out" 2>&1 &
 model_pid=$!
@@ -85,26 +118,31 @@ stop() { # NODES: stop_copper.sh on node 1 stops the tree; then make sure on eve
     for k in $(seq 1 "$n"); do on "$k" "timeout 60 $bin/stop_copper.sh -v $prefix" >/dev/null 2>&1 || true; done
 }
 
-# run_ranks NODES MODE -> seconds until the slowest rank is done (all start at once)
+# run_ranks NODES MODE WORKLOAD -> seconds until the slowest rank is done (all start at once)
 run_ranks() {
-    local n=$1 mode=$2 k r s e fail=0 pids=() path pre=""
+    local n=$1 mode=$2 wl=$3 k r s e fail=0 pids=() path pre="" cmd
     case $mode in
-        local) path=$src/pkgs ;;
-        direct) path=$pfs/pkgs ;;
-        *) path=$prefix$pfs/pkgs ;;
+        local) path=$src ;;
+        direct) path=$pfs ;;
+        *) path=$prefix$pfs ;;
+    esac
+    case $wl in
+        numpy) cmd="PYTHONPATH=$path/pkgs $py $lus/do_numpy.py" ;;
+        pynamic) cmd="PYTHONPATH=$path/pynamic $py $lus/do_pynamic.py" ;;
+        *) cmd="$py $lus/do_dataset.py $path/dataset" ;;
     esac
     # shellcheck disable=SC1091 # written by launch
     [[ $mode != shim ]] || pre="$(. "$lus/exports"; printf 'COPPER_PREFIX=%q LD_PRELOAD=%q LD_AUDIT=%q' "$COPPER_PREFIX" "$COPPER_PRELOAD" "$COPPER_AUDIT")"
     s=$(now)
     for ((k = 1; k <= n; k++)); do
         for ((r = 0; r < ranks; r++)); do
-            on "$k" "env $pre PYTHONPATH=$path $py $lus/do_import.py" >"$lus/out.$k.$r" 2>&1 &
+            on "$k" "env $pre $cmd" >"$lus/out.$k.$r" 2>&1 &
             pids+=($!)
         done
     done
     for p in "${pids[@]}"; do wait "$p" || fail=1; done
     e=$(now)
-    ((fail == 0)) || { echo "cluster_bench.sh: a rank failed ($mode, $n nodes):" >&2; cat "$lus"/out.* >&2; exit 1; }
+    ((fail == 0)) || { echo "cluster_bench.sh: a rank failed ($mode, $wl, $n nodes):" >&2; cat "$lus"/out.* >&2; exit 1; }
     printf '%.4f\n' "$(echo "$e - $s" | bc -l)"
 }
 
@@ -127,13 +165,14 @@ agent_rss_kb() { # NODES -> mean VmRSS of the nodes' agents
 
 results=$lus/results.jsonl
 : >"$results"
-record() { # scenario nodes cold_s warm_s pfs_ops tree_bytes rss_kb
-    printf '{"scenario":"%s","workload":"numpy","nodes":%s,"ranks_per_node":%s,"cold_s":%s,"warm_s":%s,"pfs_ops":%s,"tree_bytes":%s,"agent_rss_kb":%s}\n' \
-        "$1" "$2" "$ranks" "$3" "$4" "$5" "$6" "$7" >>"$results"
-    printf '  test bed %-7s %2s nodes x %s: cold %6.3f s  warm %6.3f s  PFS ops %7s\n' "$1" "$2" "$ranks" "$3" "$4" "$5" >&2
+record() { # scenario workload nodes cold_s warm_s pfs_ops tree_bytes rss_kb
+    printf '{"scenario":"%s","workload":"%s","nodes":%s,"ranks_per_node":%s,"cold_s":%s,"warm_s":%s,"pfs_ops":%s,"tree_bytes":%s,"agent_rss_kb":%s}\n' \
+        "$1" "$2" "$3" "$ranks" "$4" "$5" "$6" "$7" "$8" >>"$results"
+    printf '  test bed %-7s %-8s %2s nodes x %s: cold %6.3f s  warm %6.3f s  PFS ops %7s\n' "$1" "$2" "$3" "$ranks" "$4" "$5" "$6" >&2
 }
 
 for n in $nodes_list; do
+  for wl in $workloads; do
     for mode in local direct shim fuse; do
         : >"$lus/cold"; : >"$lus/warm"
         ops=0 tree=0 rss=0
@@ -142,8 +181,8 @@ for n in $nodes_list; do
                 shim) launch "$n" --no-fuse ;;
                 fuse) launch "$n" --fuse-only ;;
             esac
-            before=$(model_ops); run_ranks "$n" "$mode" >>"$lus/cold"; mid=$(model_ops)
-            sleep 1; run_ranks "$n" "$mode" >>"$lus/warm"
+            before=$(model_ops); run_ranks "$n" "$mode" "$wl" >>"$lus/cold"; mid=$(model_ops)
+            sleep 1; run_ranks "$n" "$mode" "$wl" >>"$lus/warm"
             ops=$((mid - before))
             if [[ $mode == shim || $mode == fuse ]]; then
                 tree=$(tree_bytes "$n"); rss=$(agent_rss_kb "$n")
@@ -151,8 +190,9 @@ for n in $nodes_list; do
             fi
         done
         [[ $mode != local ]] || ops=0
-        record "$mode" "$n" "$(median <"$lus/cold")" "$(median <"$lus/warm")" "$ops" "$tree" "$rss"
+        record "$mode" "$wl" "$n" "$(median <"$lus/cold")" "$(median <"$lus/warm")" "$ops" "$tree" "$rss"
     done
+  done
 done
 
 # The tree against MPI_Bcast over the veths.
@@ -204,7 +244,7 @@ printf '  test bed tree: %s MiB to %s nodes: MPI_Bcast %.3f s, Copper tree %.3f 
 
 mkdir -p "$out_dir"
 out=$out_dir/cluster-$(date -u +%F).json
-"$py" - "$results" "$out" "$service_us" "$nodes_list" "$ranks" "$runs" "$tree_nodes" "$bytes" "$b" "$t" "$lus/bcast.times" "$lus/tree.times" "$load_start" <<'PY'
+"$py" - "$results" "$out" "$service_us" "$nodes_list" "$ranks" "$runs" "$tree_nodes" "$bytes" "$b" "$t" "$lus/bcast.times" "$lus/tree.times" "$load_start" "$workloads" <<'PY'
 import json, os, platform, sys
 a = sys.argv
 rows = [json.loads(l) for l in open(a[1])]
@@ -214,7 +254,7 @@ doc = {
     "testbed": "out/bin/cluster: one node per network+UTS+mount namespace on this machine, ssh between nodes, "
                "the PFS model on a shared mount point, MPI over veths (UCX_TLS=tcp,self)",
     "parameters": {"pfs_service_us": float(a[3]), "nodes": [int(x) for x in a[4].split()], "ranks_per_node": int(a[5]),
-                   "runs": int(a[6])},
+                   "runs": int(a[6]), "workloads": a[14].split()},
     "command": "./build.sh --target=Bench (tools/bench/cluster_bench.sh)",
     "results": rows,
     "tree": {"nodes": int(a[7]), "bytes": int(a[8]), "bcast_s": float(a[9]), "tree_s": float(a[10]),
