@@ -16,8 +16,10 @@
 #     through the shim at once, cold (Copper's tree), versus MPI_Bcast (bcast.c) of the same
 #     bytes, each rank writing its copy to its node's /tmp; median of BENCH_RUNS rounds each.
 #
-#   cluster_bench.sh [--out DIR]      writes DIR/cluster-<UTC date>.json (default bench/results),
-#                                     which report.py adds to REPORT.md as test-bed figures
+#   cluster_bench.sh [--quick] [--out DIR]
+# writes DIR/cluster-<UTC date>.json (default bench/results), which report.py adds to REPORT.md
+# as test-bed figures. --quick (tests): 1 and 2 nodes, 1 rank each, a 4 MiB file to 2 nodes,
+# 20 µs per PFS operation; it checks nothing about time.
 # BENCH_SERVICE_US: the PFS model's service time per metadata operation (200).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -33,6 +35,7 @@ service_us=${BENCH_SERVICE_US:-200}
 out_dir=$here/bench/results
 while (($#)); do
     case $1 in
+        --quick) nodes_list="1 2"; ranks=1; runs=1; tree_nodes=2; tree_mb=4; service_us=20; workloads=numpy; shift ;;
         --out) out_dir=$2; shift 2 ;;
         *) echo "cluster_bench.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -244,13 +247,14 @@ printf '  test bed tree: %s MiB to %s nodes: MPI_Bcast %.3f s, Copper tree %.3f 
 
 mkdir -p "$out_dir"
 out=$out_dir/cluster-$(date -u +%F).json
-"$py" - "$results" "$out" "$service_us" "$nodes_list" "$ranks" "$runs" "$tree_nodes" "$bytes" "$b" "$t" "$lus/bcast.times" "$lus/tree.times" "$load_start" "$workloads" <<'PY'
+"$py" - "$results" "$out" "$service_us" "$nodes_list" "$ranks" "$runs" "$tree_nodes" "$bytes" "$b" "$t" "$lus/bcast.times" "$lus/tree.times" "$load_start" "$workloads" "$name" <<'PY'
 import json, os, platform, sys
 a = sys.argv
 rows = [json.loads(l) for l in open(a[1])]
 doc = {
     "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
                 "loadavg_start": float(a[13]), "loadavg_end": os.getloadavg()[0]},
+    "cluster_name": a[15],
     "testbed": "out/bin/cluster: one node per network+UTS+mount namespace on this machine, ssh between nodes, "
                "the PFS model on a shared mount point, MPI over veths (UCX_TLS=tcp,self)",
     "parameters": {"pfs_service_us": float(a[3]), "nodes": [int(x) for x in a[4].split()], "ranks_per_node": int(a[5]),
