@@ -51,6 +51,12 @@ Task("Tools").Does(() =>
     var cluster = bin.CombineWithFilePath("cluster");
     CopyFile("tools/cluster/cluster", cluster);
     Run("chmod", $"0755 \"{cluster}\"");
+    // The Slurm epilog snippet (tools/slurm/slurm-epilog.sh): a site points Epilog= at it.
+    var share = outDir.Combine("share/copper");
+    EnsureDirectoryExists(share);
+    var epilog = share.CombineWithFilePath("slurm-epilog.sh");
+    CopyFile("tools/slurm/slurm-epilog.sh", epilog);
+    Run("chmod", $"0755 \"{epilog}\"");
 });
 
 Task("Build").IsDependentOn("Native").IsDependentOn("Managed").IsDependentOn("Tools");

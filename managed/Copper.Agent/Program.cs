@@ -190,11 +190,12 @@ namespace Copper.Agent
             }
             if (tree != null)
             {
-                // Counters are on disk first: a dead child can take MPI down while we say goodbye.
+                // Counters are on disk first, and the node's files are gone before MPI is
+                // finalized: a dead child, or the launcher ending the job once the first rank
+                // has left (Hydra does when a proxy's PMI connection closes in MPI_Finalize's
+                // barrier), can kill this process while we say goodbye.
                 tree.Dispose();
                 await tree.Membership.StopChildrenAsync(TimeSpan.FromSeconds(1));
-                // Files too, before MPI_Finalize: its PMI barrier can fail once a peer has given up
-                // on it, and mpiexec then kills every rank of the job, this one included.
                 Cleanup(o, pidFile, readyFile, cacheNote);
                 mpi!.Stop(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2));
                 return 0;
