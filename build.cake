@@ -57,6 +57,20 @@ Task("Tools").Does(() =>
     var epilog = share.CombineWithFilePath("slurm-epilog.sh");
     CopyFile("tools/slurm/slurm-epilog.sh", epilog);
     Run("chmod", $"0755 \"{epilog}\"");
+    // Module files (`module load copper`): Lmod reads <version>.lua, environment-modules the
+    // Tcl file <version>; both find the install tree from their own place. Their help points
+    // to the guide, installed with them.
+    var version = System.IO.File.ReadAllText(root.CombineWithFilePath("VERSION").FullPath).Trim();
+    var modules = outDir.Combine("share/modulefiles/copper");
+    EnsureDirectoryExists(modules);
+    foreach (var (source, name) in new[] { ("tools/modulefiles/copper.lua", version + ".lua"), ("tools/modulefiles/copper.tcl", version) })
+    {
+        string text = System.IO.File.ReadAllText(root.CombineWithFilePath(source).FullPath).Replace("@VERSION@", version);
+        System.IO.File.WriteAllText(modules.CombineWithFilePath(name).FullPath, text);
+    }
+    var doc = outDir.Combine("share/doc/copper");
+    EnsureDirectoryExists(doc);
+    CopyFile("README.md", doc.CombineWithFilePath("README.md"));
 });
 
 Task("Build").IsDependentOn("Native").IsDependentOn("Managed").IsDependentOn("Tools");
