@@ -51,6 +51,26 @@ Task("Tools").Does(() =>
     var cluster = bin.CombineWithFilePath("cluster");
     CopyFile("tools/cluster/cluster", cluster);
     Run("chmod", $"0755 \"{cluster}\"");
+    // The Slurm epilog snippet (tools/slurm/slurm-epilog.sh): a site points Epilog= at it.
+    var share = outDir.Combine("share/copper");
+    EnsureDirectoryExists(share);
+    var epilog = share.CombineWithFilePath("slurm-epilog.sh");
+    CopyFile("tools/slurm/slurm-epilog.sh", epilog);
+    Run("chmod", $"0755 \"{epilog}\"");
+    // Module files (`module load copper`): Lmod reads <version>.lua, environment-modules the
+    // Tcl file <version>; both find the install tree from their own place. Their help points
+    // to the guide, installed with them.
+    var version = System.IO.File.ReadAllText(root.CombineWithFilePath("VERSION").FullPath).Trim();
+    var modules = outDir.Combine("share/modulefiles/copper");
+    EnsureDirectoryExists(modules);
+    foreach (var (source, name) in new[] { ("tools/modulefiles/copper.lua", version + ".lua"), ("tools/modulefiles/copper.tcl", version) })
+    {
+        string text = System.IO.File.ReadAllText(root.CombineWithFilePath(source).FullPath).Replace("@VERSION@", version);
+        System.IO.File.WriteAllText(modules.CombineWithFilePath(name).FullPath, text);
+    }
+    var doc = outDir.Combine("share/doc/copper");
+    EnsureDirectoryExists(doc);
+    CopyFile("README.md", doc.CombineWithFilePath("README.md"));
 });
 
 Task("Build").IsDependentOn("Native").IsDependentOn("Managed").IsDependentOn("Tools");
@@ -70,6 +90,8 @@ Task("Bench").IsDependentOn("Build").Does(() =>
     Run("bash", "tools/bench/foundation_bench.sh");
     Run("bash", "tools/bench/tree_bench.sh");
     Run("bash", "tools/bench/fuse_bench.sh");
+    // Before the storm bench: its report.py picks up the test bed's results too.
+    Run("bash", "tools/bench/cluster_bench.sh");
     Run("bash", "tools/bench/storm_bench.sh");
 });
 

@@ -13,7 +13,9 @@
 # Where the agents run:
 #   - in a batch job (PBS_NODEFILE, or SLURM_JOB_NODELIST, or a hostfile given with -H):
 #     one MPI job, `mpiexec -n NODES -ppn 1 -f hosts copper-agent --mpi ...`, one agent
-#     per node, forming the tree;
+#     per node, forming the tree; inside a Slurm allocation (salloc, sbatch) Hydra starts
+#     it as one job step through srun, sharing the nodes' CPUs with the application's
+#     steps (--overlap; see start_mpi_job), and Slurm ends it with the job;
 #   - with -n/--simulate-nodes N: the same MPI job with N agent ranks on this machine,
 #     each a node of its own (own socket, own cache); an application picks its node with
 #     COPPER_NODE=k;
@@ -686,6 +688,17 @@ start_mpi_job() {
     cmd=(bash -c "$agent_guard" copper-agent-guard "${cmd[@]}")
     # A dead agent must not take the others down (its ranks fall back to the real paths).
     mpi=("$mpiexec_bin" -disable-auto-cleanup -n "$nodes")
+    # Inside a Slurm allocation Hydra starts its proxies itself with its slurm bootstrap
+    # (`srun --nodelist ... hydra_pmi_proxy`, one job step): Slurm then tracks and signals the
+    # agents as part of the job (and ends them with it), and the launch is the same command
+    # as over ssh or PBS, with the same guard and the same readiness report. `srun --mpi=pmi2`
+    # would need Slurm's PMI plugin to match the MPI library's, and a second code path.
+    # SLURM_OVERLAP=1 is srun's --overlap for that step: the agents share the nodes' CPUs
+    # with the application's steps instead of holding one per node (an `srun -n <all cores>`
+    # of the application would otherwise wait for the agents' step to end).
+    if [[ -n ${SLURM_JOB_ID:-} ]]; then
+        mpi=(env SLURM_OVERLAP=1 "${mpi[@]}")
+    fi
     if [[ $mode == cluster ]]; then
         local hosts=$log_dir/copper-hosts.$host.txt
         printf '%s\n' "${job_hosts[@]}" >"$hosts"

@@ -192,13 +192,18 @@ namespace Copper.Agent
             }
             if (tree != null)
             {
-                // Counters are on disk first: a dead child can take MPI down while we say goodbye.
+                // Counters are on disk first, and the node's files are gone before MPI is
+                // finalized: a dead child, or the launcher ending the job once the first rank
+                // has left (Hydra does when a proxy's PMI connection closes in MPI_Finalize's
+                // barrier), can kill this process while we say goodbye.
                 await tree.StopAsync(TimeSpan.FromSeconds(1));
+                Cleanup(o, pidFile, readyFile, cacheNote);
                 if (!mpi!.Stop(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2)))
                 {
                     // The last resort: a peer that died (or an MPI that does not finish) must not keep this node.
                     Console.Error.WriteLine($"copper-agent: node {rank}: MPI_Finalize did not finish within 2 s; exiting without it");
                 }
+                return 0;
             }
             Cleanup(o, pidFile, readyFile, cacheNote);
             return 0;
@@ -273,12 +278,19 @@ namespace Copper.Agent
                 }
             }
             MirrorFiles.DeleteTree(o.EffectiveCacheDir);
-            try
+            // Then the runtime directory if this was its last agent: stop_copper.sh does that on
+            // the node it runs on, but on the other nodes of a job stopped by the tree's Shutdown
+            // the agent is the only one left to do it. Not empty: another prefix's agent is there.
+            foreach (string dir in new[] { o.NodeDir, o.RuntimeDir })
             {
-                Directory.Delete(o.NodeDir);
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
+                try
+                {
+                    Directory.Delete(dir);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    break;
+                }
             }
         }
 

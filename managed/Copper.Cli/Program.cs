@@ -3,6 +3,7 @@
 //                                        where the root of an MPI job runs here, of every node
 //                                        of the job (its last report, its age, "silent")
 //   copper status [-v PREFIX]            which agents run, and their place in the tree
+//   copper verify [-v PREFIX] -- CMD...  calls of CMD that missed Copper (Verify.cs)
 // Agents are found in the runtime directory ($COPPER_RUNTIME_DIR, else
 // /tmp/copper-run-<uid>) as <fnv1a64(prefix)>[.n<k>]/agent.sock and asked over their socket.
 using System.Buffers.Binary;
@@ -31,7 +32,11 @@ internal static partial class Cli
             return args.Length == 0 ? 2 : 0;
         }
         string command = args[0];
-        string prefix = "/tmp/" + (Environment.GetEnvironmentVariable("USER") is { Length: > 0 } u ? u : Environment.UserName) + "/copper";
+        if (command == "verify")
+        {
+            return Verify(args[1..]);
+        }
+        string prefix = DefaultPrefix();
         bool json = false;
         for (int i = 1; i < args.Length; i++)
         {
@@ -82,7 +87,13 @@ internal static partial class Cli
     {
         w.WriteLine("usage: copper stats  [-v PREFIX] [--json]   counters per node and in total (every node of the job where its root runs)");
         w.WriteLine("       copper status [-v PREFIX]            agents running for PREFIX and their tree places");
-        w.WriteLine("PREFIX defaults to /tmp/$USER/copper; agents are found under $COPPER_RUNTIME_DIR or /tmp/copper-run-<uid>.");
+        w.WriteLine("       copper verify [-v PREFIX] [--keep-trace DIR] -- CMD ARGS...");
+        w.WriteLine("                     run CMD as a job's rank (LD_PRELOAD/LD_AUDIT of PREFIX's agents, COPPER_PREFIX)");
+        w.WriteLine("                     under strace -f; list, by directory, every file-system call that reached a");
+        w.WriteLine("                     real path behind a Copper path CMD used, and count the calls through Copper.");
+        w.WriteLine("                     Exit 0 none, 1 some, 2 bad usage, 3 no agent serves PREFIX, 4 cannot trace.");
+        w.WriteLine("PREFIX defaults to /tmp/$USER/copper ($COPPER_PREFIX when set, for verify); agents are found under");
+        w.WriteLine("$COPPER_RUNTIME_DIR or /tmp/copper-run-<uid>.");
     }
 
     private static string Normalize(string p) =>

@@ -2,6 +2,7 @@
 // that makes every metadata operation wait in one service queue and every read move at a set
 // bandwidth. Mounted with the kernel caching nothing, so each client operation reaches it
 // and is counted.
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text.Json;
 using Copper.Agent;
@@ -14,7 +15,8 @@ namespace Copper.PfsModel;
 /// A model of a shared parallel file system's metadata server under load: a passthrough of
 /// <c>root</c> where every metadata operation (lookup and getattr, counted as "stat"; readlink, access, open,
 /// opendir/readdir) waits its turn in one queue and takes <c>serviceMicros</c>, and data moves
-/// at <c>bytesPerSecond</c> (one data queue). Every operation is counted by kind.
+/// at <c>bytesPerSecond</c> (one data queue). Every operation is counted by kind, and with
+/// <c>perPath</c> also by path (so a test can tell how often each file was asked for).
 /// </summary>
 internal sealed class PfsModelBackend : IFuseBackend
 {
@@ -25,10 +27,12 @@ internal sealed class PfsModelBackend : IFuseBackend
     private readonly Lock _metadata = new();
     private readonly Lock _data = new();
     private readonly long[] _counts = new long[Kinds.Length];
+    private readonly ConcurrentDictionary<string, long[]>? _byPath;
     private long _bytes;
 
-    public PfsModelBackend(string root, double serviceMicros, double bytesPerSecond)
+    public PfsModelBackend(string root, double serviceMicros, double bytesPerSecond, bool perPath = false)
     {
+        _byPath = perPath ? new ConcurrentDictionary<string, long[]>(StringComparer.Ordinal) : null;
         _root = root.TrimEnd('/');
         _serviceTicks = (long)(serviceMicros * Stopwatch.Frequency / 1e6);
         _bytesPerSecond = bytesPerSecond;
@@ -39,9 +43,13 @@ internal sealed class PfsModelBackend : IFuseBackend
     private string Real(string path) => path == "/" ? StatfsPath : _root + path;
 
     /// <summary>Waits for the queue, then for the service time (precisely: spinning the last part).</summary>
-    private void Serve(int kind)
+    private void Serve(int kind, string path)
     {
         Interlocked.Increment(ref _counts[kind]);
+        if (_byPath != null)
+        {
+            Interlocked.Increment(ref _byPath.GetOrAdd(path, _ => new long[Kinds.Length - 1])[kind]);
+        }
         lock (_metadata)
         {
             Hold(_serviceTicks);
@@ -67,13 +75,13 @@ internal sealed class PfsModelBackend : IFuseBackend
 
     public StatAnswer Lstat(string path)
     {
-        Serve(0);
+        Serve(0, path);
         return Libc.Lstat(Real(path), out Libc.StatBuf b) == 0 ? new StatAnswer(0, Libc.ToCopper(b)) : new StatAnswer(Libc.Errno, default);
     }
 
     public unsafe LinkAnswer ReadLink(string path)
     {
-        Serve(1);
+        Serve(1, path);
         byte[] buf = new byte[Protocol.MaxPath];
         nint n;
         fixed (byte* p = buf)
@@ -85,13 +93,13 @@ internal sealed class PfsModelBackend : IFuseBackend
 
     public int Access(string path, int mode)
     {
-        Serve(2);
+        Serve(2, path);
         return Libc.Access(Real(path), mode) == 0 ? 0 : Libc.Errno;
     }
 
     public DirAnswer List(string path)
     {
-        Serve(4);
+        Serve(4, path);
         try
         {
             var entries = new List<DirEntry>();
@@ -118,7 +126,7 @@ internal sealed class PfsModelBackend : IFuseBackend
 
     public OpenAnswer Open(string path)
     {
-        Serve(3);
+        Serve(3, path);
         string real = Real(path);
         if (Libc.Stat(real, out Libc.StatBuf b) != 0)
         {
@@ -165,6 +173,26 @@ internal sealed class PfsModelBackend : IFuseBackend
             w.WriteEndObject();
             w.WriteNumber("metadata_ops", total);
             w.WriteNumber("bytes_read", Interlocked.Read(ref _bytes));
+            if (_byPath != null)
+            {
+                // Paths as the mount's clients named them (below the mount point), sorted;
+                // per path only the kinds it had.
+                w.WriteStartObject("ops_by_path");
+                foreach (KeyValuePair<string, long[]> kv in _byPath.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+                {
+                    w.WriteStartObject(kv.Key);
+                    for (int i = 0; i < kv.Value.Length; i++)
+                    {
+                        long n = Interlocked.Read(ref kv.Value[i]);
+                        if (n > 0)
+                        {
+                            w.WriteNumber(Kinds[i], n);
+                        }
+                    }
+                    w.WriteEndObject();
+                }
+                w.WriteEndObject();
+            }
             w.WriteEndObject();
         }
         return ms.ToArray();
