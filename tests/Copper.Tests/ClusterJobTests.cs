@@ -203,8 +203,11 @@ public class ClusterJobTests
                 ProcResult st = Exec(name, k, $"{env}; timeout 30 {bin}/copper stats -v {prefix} --json");
                 Assert.True(st.ExitCode == 0, st.ToString());
                 using JsonDocument doc = JsonDocument.Parse(st.Stdout);
-                JsonElement[] agents = doc.RootElement.GetProperty("nodes").EnumerateArray().ToArray();
+                // This node's own agent; on node 1 (the root's) every other node follows, as last reported.
+                JsonElement[] all = doc.RootElement.GetProperty("nodes").EnumerateArray().ToArray();
+                JsonElement[] agents = all.Where(e => !e.TryGetProperty("age_s", out _)).ToArray();
                 Assert.True(agents.Length == 1, $"node{k}: {st.Stdout}");
+                Assert.True(all.Length == (k == 1 ? 4 : 1), $"node{k}: {st.Stdout}");
                 JsonElement a = agents[0];
                 Assert.True(a.GetProperty("requests").GetInt64() > 0, $"node{k}: {st.Stdout}");
                 Assert.Equal(k - 1, a.GetProperty("rank").GetInt32());
