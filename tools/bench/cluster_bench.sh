@@ -152,7 +152,8 @@ run_ranks() {
 tree_bytes() { # NODES -> bytes that came down the tree, all nodes
     local n=$1 k total=0 b
     for k in $(seq 1 "$n"); do
-        b=$(on "$k" "$bin/copper stats -v $prefix --json" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["total"].get("bytes_from_parent", 0))')
+        # Each node's own agent only (no age_s): on the root's node the others follow as last reported.
+        b=$(on "$k" "$bin/copper stats -v $prefix --json" | "$py" -c 'import json,sys; print(sum(e.get("bytes_from_parent", 0) for e in json.load(sys.stdin)["nodes"] if "age_s" not in e))')
         total=$((total + b))
     done
     echo "$total"
