@@ -648,6 +648,16 @@ gone() { # pid has exited (or is a zombie)
     [[ ${stat:0:1} == Z ]]
 }
 
+# "pid comm" of every descendant of $1, children first.
+descendants() {
+    local c comm
+    for c in $(pgrep -P "$1" 2>/dev/null); do
+        read -r comm 2>/dev/null <"/proc/$c/comm" || continue
+        printf '%s %s\n' "$c" "$comm"
+        descendants "$c"
+    done
+}
+
 node_label() { # rank -> "node r" or "node r (host)"
     if [[ $mode == cluster ]]; then
         printf 'node %s (%s)\n' "$1" "${job_hosts[$1]}"
@@ -746,11 +756,19 @@ stop_job() {
     for k in "${node_ids[@]}"; do
         if pid=$(live_pid "${sock_dir[$k]}/agent.pid"); then kill -TERM "$pid" 2>/dev/null || true; fi
     done
+    # Hydra starts each launcher (ssh to a node) in a session of its own, out of the process
+    # group's reach; one to a node that never answered does not end by itself.
+    local launchers=() e
+    mapfile -t launchers < <(descendants "$job_pid")
     kill -TERM "$job_pid" 2>/dev/null || true
     deadline=$(($(now_ms) + 3000))
     while ! gone "$job_pid" && (($(now_ms) < deadline)); do sleep 0.05; done
     kill -KILL -- "-$job_pid" 2>/dev/null || kill -KILL "$job_pid" 2>/dev/null || true
     wait "$job_pid" 2>/dev/null || true
+    for e in ${launchers[@]+"${launchers[@]}"}; do
+        pid=${e%% *}
+        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "${e#* }" ]] && kill -KILL "$pid" 2>/dev/null || true
+    done
     for k in "${node_ids[@]}"; do
         d=${sock_dir[$k]} cache=
         if [[ -r $d/cache-dir ]]; then read -r cache 2>/dev/null <"$d/cache-dir" || true; fi
@@ -770,6 +788,13 @@ wait_tree_ready() {
     while :; do
         text=$(tail -c "+$((job_offset + 1))" "$job_out" 2>/dev/null || true)
         [[ $text != *"copper-agent: tree ready: "* ]] || return 0
+        # Hydra's ssh launcher could not reach a node (no sshd, refused, no key): that node's
+        # agent can never start, and Hydra waits for it regardless.
+        if [[ $mode == cluster && ($text == *$'\n'"ssh: "* || $text == "ssh: "*) ]]; then
+            note "error: mpiexec could not start the agent on every node: $(printf '%s\n' "$text" | grep -m 3 '^ssh: ' | paste -sd ';' | sed 's/;/; /g'); see $job_out"
+            stop_job
+            exit 1
+        fi
         if gone "$job_pid"; then
             rc=0
             wait "$job_pid" 2>/dev/null || rc=$?

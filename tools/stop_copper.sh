@@ -173,6 +173,28 @@ now_ms() { # milliseconds since the epoch, without forking
     printf '%s\n' "$((10#${t:0:${#t}-3}))"
 }
 
+# "pid comm" of every descendant of $1, children first.
+descendants() {
+    local c comm
+    for c in $(pgrep -P "$1" 2>/dev/null); do
+        read -r comm 2>/dev/null <"/proc/$c/comm" || continue
+        printf '%s %s\n' "$c" "$comm"
+        descendants "$c"
+    done
+}
+
+# SIGKILL to each "pid comm" given that still runs the same program (not a reused pid).
+kill_left() {
+    local e pid comm now
+    for e in "$@"; do
+        pid=${e%% *} comm=${e#* }
+        read -r now 2>/dev/null <"/proc/$pid/comm" || continue
+        [[ $now == "$comm" ]] && ! gone "$pid" || continue
+        note "stopping $comm (pid $pid), left by the agent job"
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+}
+
 # Stop the agents of the directories given: SIGTERM to all, one shared 5 s wait,
 # SIGKILL to the survivors; then remove their files and cache directories.
 stop_dirs() {
@@ -248,6 +270,9 @@ if [[ -z $nodes && -r $job_pidfile ]]; then
     if [[ $job_pid =~ ^[0-9]+$ ]] && ((job_pid > 1)) && ! gone "$job_pid" &&
         tr '\0' ' ' 2>/dev/null <"/proc/$job_pid/cmdline" | grep -q -- '--prefix'; then
         found=$((found + 1))
+        # Hydra starts each launcher (ssh to a node) in a session of its own: the process
+        # group below does not reach them, and one to a dead node never ends by itself.
+        mapfile -t launchers < <(descendants "$job_pid")
         deadline=$(($(now_ms) + 5000))
         while ! gone "$job_pid" && (($(now_ms) < deadline)); do sleep 0.05; done
         if ! gone "$job_pid"; then
@@ -257,6 +282,7 @@ if [[ -z $nodes && -r $job_pidfile ]]; then
             while ! gone "$job_pid" && (($(now_ms) < deadline)); do sleep 0.05; done
             kill -KILL -- "-$job_pid" 2>/dev/null || kill -KILL "$job_pid" 2>/dev/null || true
         fi
+        kill_left ${launchers[@]+"${launchers[@]}"}
     fi
     rm -f -- "$job_pidfile"
 fi

@@ -83,7 +83,11 @@ internal sealed class Counters
     /// <summary>Facts about this agent's place in the job, written with the counters.</summary>
     public Action<Utf8JsonWriter>? Describe { get; set; }
 
-    public byte[] ToJson(int node)
+    /// <summary>On the root of the tree: every node's counters (TreeStats), for `copper stats` and the file at exit.</summary>
+    public Action<Utf8JsonWriter>? Job { get; set; }
+
+    /// <summary>This agent's counters; with <paramref name="job"/>, also the job's (on the root).</summary>
+    public byte[] ToJson(int node, bool job = false)
     {
         using var ms = new MemoryStream();
         using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = false }))
@@ -112,6 +116,10 @@ internal sealed class Counters
             }
             w.WriteEndObject();
             Describe?.Invoke(w);
+            if (job)
+            {
+                Job?.Invoke(w);
+            }
             w.WriteEndObject();
         }
         return ms.ToArray();

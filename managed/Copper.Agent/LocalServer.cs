@@ -273,7 +273,7 @@ internal sealed partial class LocalServer : IDisposable
         byte[] reply = op switch
         {
             Op.Ping => Answers.Head(0),
-            Op.Stats => Answers.Concat(Answers.Head(0), _counters.ToJson(_node)),
+            Op.Stats => Answers.Concat(Answers.Head(0), _counters.ToJson(_node, job: true)),
             Op.ManifestSave => ManifestSaveReply(frame.Payload),
             _ => Requests.TryParse(op, frame.Payload, out Request request) is int bad and not 0
                 ? Answers.Head(bad)

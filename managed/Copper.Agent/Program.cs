@@ -118,8 +118,10 @@ namespace Copper.Agent
                 var patience = TimeSpan.FromSeconds(o.ParentTimeoutSeconds);
                 var child = new TreeChild(peers, local, patience);
                 cache = new NodeCache(child, counters, log, mirror, o.MaxCacheableBytes) { Pipelines = TreePeers.HasChildren(topo, mpi.Rank) };
-                tree = new TreeNode(peers, child, new TreeParent(peers, cache, patience) { ReplayLane = o.ReplayConcurrency }, new TreeMembership(peers));
+                var stats = new TreeStats(peers, patience, child.ParentDown);
+                tree = new TreeNode(peers, child, new TreeParent(peers, cache, patience) { ReplayLane = o.ReplayConcurrency }, new TreeMembership(peers), stats);
                 counters.Describe = tree.DescribeTo;
+                counters.Job = stats.DescribeTo;
                 replayTree = new ReplayTree(peers, new Replayer(cache, progress, o.ReplayConcurrency), progress, replayStop.Token);
                 tree.Replay = replayTree;
             }
@@ -129,8 +131,8 @@ namespace Copper.Agent
             }
             counters.Describe += progress.DescribeTo;
             using var stop = tree == null ? new CancellationTokenSource() : CancellationTokenSource.CreateLinkedTokenSource(tree.Membership.ShutdownRequested);
-            using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
-            using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+            using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; LogSignal(log, "SIGTERM"); stop.Cancel(); });
+            using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; LogSignal(log, "SIGINT"); stop.Cancel(); });
 
             // Local connections are served asynchronously; cache misses still make blocking
             // file-system calls on pool threads, so keep enough of them ready for a storm of
@@ -221,7 +223,7 @@ namespace Copper.Agent
             try
             {
                 Directory.CreateDirectory(o.LogDir);
-                File.WriteAllBytes(Path.Combine(o.LogDir, $"copper-stats.{node}.json"), counters.ToJson(rank));
+                File.WriteAllBytes(Path.Combine(o.LogDir, $"copper-stats.{node}.json"), counters.ToJson(rank, job: true));
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
@@ -233,10 +235,13 @@ namespace Copper.Agent
                 // finalized: a dead child, or the launcher ending the job once the first rank
                 // has left (Hydra does when a proxy's PMI connection closes in MPI_Finalize's
                 // barrier), can kill this process while we say goodbye.
-                tree.Dispose();
-                await tree.Membership.StopChildrenAsync(TimeSpan.FromSeconds(1));
+                await tree.StopAsync(TimeSpan.FromSeconds(1));
                 Cleanup(o, pidFile, readyFile, cacheNote);
-                mpi!.Stop(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2));
+                if (!mpi!.Stop(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2)))
+                {
+                    // The last resort: a peer that died (or an MPI that does not finish) must not keep this node.
+                    Console.Error.WriteLine($"copper-agent: node {rank}: MPI_Finalize did not finish within 2 s; exiting without it");
+                }
                 return 0;
             }
             Cleanup(o, pidFile, readyFile, cacheNote);
@@ -377,12 +382,19 @@ namespace Copper.Agent
                 }
             }
             MirrorFiles.DeleteTree(o.EffectiveCacheDir);
-            try
+            // Then the runtime directory if this was its last agent: stop_copper.sh does that on
+            // the node it runs on, but on the other nodes of a job stopped by the tree's Shutdown
+            // the agent is the only one left to do it. Not empty: another prefix's agent is there.
+            foreach (string dir in new[] { o.NodeDir, o.RuntimeDir })
             {
-                Directory.Delete(o.NodeDir);
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
+                try
+                {
+                    Directory.Delete(dir);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    break;
+                }
             }
         }
 
@@ -421,6 +433,9 @@ namespace Copper.Agent
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "no FUSE mount at {MountPoint}: {Reason}")]
         private static partial void LogMountFailed(ILogger logger, string mountPoint, string reason);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "{Signal}: stopping")]
+        private static partial void LogSignal(ILogger logger, string signal);
 
         [LoggerMessage(Level = LogLevel.Information, Message = "stopping")]
         private static partial void LogStopping(ILogger logger);

@@ -5,7 +5,8 @@
 //
 // Patience: a parent that sends nothing at all for `patience` while a request waits on it
 // is taken as gone; the request, and every later one in that tree, is answered from the
-// real file system (counted as degraded), never left hanging. Silence is measured from the
+// real file system (counted as degraded), never left hanging, until that parent is heard
+// again (a link back up: its late replies arrive). Silence is measured from the
 // last message of any kind heard from that parent (TreePeers), not from the start of the
 // request; parents send keep-alives while they serve (TreeParent).
 using System.Collections.Concurrent;
@@ -19,15 +20,37 @@ namespace Copper.Agent;
 internal sealed partial class TreeChild(TreePeers peers, LocalFileSystemUpstream local, TimeSpan patience) : IUpstream
 {
     private readonly long _patienceTicks = (long)(patience.TotalSeconds * Stopwatch.Frequency);
-    private readonly bool[] _parentDown = new bool[peers.Topo.Trees];
+    private readonly int[] _parentDown = new int[peers.Topo.Trees]; // by tree: 1 while its parent is given up on
     private readonly ConcurrentDictionary<ulong, Channel<byte[]>> _pending = new();
     private readonly LocalFileSystemUpstream _local = local;
     private readonly TreePeers _peers = peers;
     private readonly TimeSpan _patience = patience;
     private long _nextId;
+    private int _anyDown; // trees whose parent is given up on now
 
     /// <summary>True once the parent of <paramref name="tree"/> was given up on.</summary>
-    public bool ParentDown(int tree) => Volatile.Read(ref _parentDown[tree]);
+    public bool ParentDown(int tree) => Volatile.Read(ref _parentDown[tree]) != 0;
+
+    /// <summary>
+    /// Any message from <paramref name="source"/>: a parent given up on that speaks again (a link
+    /// that came back, a parent that was only slow) is asked again from now on.
+    /// </summary>
+    public void Heard(int source)
+    {
+        if (Volatile.Read(ref _anyDown) == 0)
+        {
+            return;
+        }
+        for (int t = 0; t < _parentDown.Length; t++)
+        {
+            if (Volatile.Read(ref _parentDown[t]) != 0 && _peers.Topo.Parent(t, _peers.Rank) == source
+                && Interlocked.Exchange(ref _parentDown[t], 0) != 0)
+            {
+                Interlocked.Decrement(ref _anyDown);
+                LogParentBack(_peers.Log, t, source);
+            }
+        }
+    }
 
     /// <summary>A reply or chunk from a parent: to the request waiting for it.</summary>
     public void OnReply(in TreeHead h, byte[] m)
@@ -124,7 +147,7 @@ internal sealed partial class TreeChild(TreePeers peers, LocalFileSystemUpstream
         {
             return null;
         }
-        if (Volatile.Read(ref _parentDown[tree]))
+        if (Volatile.Read(ref _parentDown[tree]) != 0)
         {
             _peers.Counters.Degraded();
             return null;
@@ -167,9 +190,9 @@ internal sealed partial class TreeChild(TreePeers peers, LocalFileSystemUpstream
 
     private void MarkDown(int tree, string reason)
     {
-        if (!Volatile.Read(ref _parentDown[tree]))
+        if (Interlocked.Exchange(ref _parentDown[tree], 1) == 0)
         {
-            Volatile.Write(ref _parentDown[tree], true);
+            Interlocked.Increment(ref _anyDown);
             LogParentDown(_peers.Log, tree, _peers.Topo.Parent(tree, _peers.Rank), reason);
         }
     }
@@ -216,6 +239,9 @@ internal sealed partial class TreeChild(TreePeers peers, LocalFileSystemUpstream
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "tree {Tree}: parent {Parent} is unavailable ({Reason}); answering from the file system")]
     private static partial void LogParentDown(ILogger logger, int tree, int parent, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "tree {Tree}: parent {Parent} is heard again; asking it again")]
+    private static partial void LogParentBack(ILogger logger, int tree, int parent);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "chunk {Index} of {Path} from the parent is damaged; the file is read from the real path")]
     private static partial void LogBadChunk(ILogger logger, string path, int index);

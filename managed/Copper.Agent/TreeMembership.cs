@@ -1,11 +1,13 @@
 // Joining the trees and leaving them: each agent sends Join to its parent in every tree and
 // is joined once every parent acknowledged; the size of each subtree of tree 0 travels up
-// (Subtree) until the root knows every node has joined ("tree ready"); Shutdown travels down.
+// (Subtree) until the root knows every node has joined ("tree ready"); Shutdown travels down
+// (and straight to the nodes below that report, see TreeStats).
 using System.Text.Json;
+using Microsoft.Extensions.Logging;
 
 namespace Copper.Agent;
 
-internal sealed class TreeMembership
+internal sealed partial class TreeMembership
 {
     private readonly TreePeers peers;
     private readonly Lock _lock = new();
@@ -83,25 +85,39 @@ internal sealed class TreeMembership
                 Advance();
                 break;
             case TreeKind.Shutdown:
+                if (!_stopping.IsCancellationRequested)
+                {
+                    LogShutdown(peers.Log, source);
+                }
                 _ = Task.Run(_stopping.Cancel);
                 break;
         }
     }
 
-    /// <summary>Tells every child (in every tree) that the job stops; waits a little for the sends.</summary>
-    public async Task StopChildrenAsync(TimeSpan wait)
+    /// <summary>
+    /// Tells every child (in every tree) but the <paramref name="silent"/> ones, and every node
+    /// in <paramref name="alsoTo"/>, that the job stops; waits a little for the sends.
+    /// </summary>
+    public async Task StopChildrenAsync(TimeSpan wait, Func<int, bool> silent, IEnumerable<int> alsoTo)
     {
         var sends = new List<Task>();
-        var done = new HashSet<int>();
+        var done = new HashSet<int> { peers.Rank };
         TreeTopology topo = peers.Topo;
         for (int t = 0; t < topo.Trees; t++)
         {
             foreach (int c in topo.Children(t, peers.Rank))
             {
-                if (done.Add(c))
+                if (!silent(c) && done.Add(c))
                 {
                     sends.Add(peers.Send(c, TreeWire.Control(TreeKind.Shutdown, t)));
                 }
+            }
+        }
+        foreach (int r in alsoTo)
+        {
+            if (done.Add(r))
+            {
+                sends.Add(peers.Send(r, TreeWire.Control(TreeKind.Shutdown, 0)));
             }
         }
         await Task.WhenAny(Task.WhenAll(sends), Task.Delay(wait));
@@ -168,4 +184,7 @@ internal sealed class TreeMembership
             }
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "rank {Source} says the job stops")]
+    private static partial void LogShutdown(ILogger logger, int source);
 }

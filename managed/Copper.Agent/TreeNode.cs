@@ -8,9 +8,11 @@ using Microsoft.Extensions.Logging;
 
 namespace Copper.Agent;
 
-internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreeParent parent, TreeMembership membership) : IDisposable
+internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreeParent parent, TreeMembership membership, TreeStats stats) : IDisposable
 {
     public TreeMembership Membership => membership;
+
+    public TreeStats Stats => stats;
 
     /// <summary>The replay's messages go here (set before <see cref="Start"/>); without it they are dropped.</summary>
     public ReplayTree? Replay { get; set; }
@@ -20,12 +22,32 @@ internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreePar
     {
         peers.Mpi.Attach(OnMessage);
         membership.Join();
+        stats.Start();
+    }
+
+    /// <summary>
+    /// The stop, once this agent stopped serving: its last counters go up (unless the stop came
+    /// down the tree: those above are stopping too), then Shutdown to every child and every
+    /// node below heard from lately, none to a node that fell silent.
+    /// </summary>
+    public async Task StopAsync(TimeSpan wait)
+    {
+        Dispose();
+        if (!membership.ShutdownRequested.IsCancellationRequested)
+        {
+            await stats.FinalReportAsync(wait);
+        }
+        await membership.StopChildrenAsync(wait, stats.Silent, stats.Heard());
     }
 
     public void DescribeTo(Utf8JsonWriter w) => membership.DescribeTo(w, child.ParentDown);
 
-    /// <summary>Stops serving children (keep-alives included).</summary>
-    public void Dispose() => parent.Dispose();
+    /// <summary>Stops serving children (keep-alives included) and reporting.</summary>
+    public void Dispose()
+    {
+        parent.Dispose();
+        stats.Dispose();
+    }
 
     /// <summary>
     /// The progress thread's callback: replies go straight to their waiting request, requests
@@ -34,6 +56,7 @@ internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreePar
     private void OnMessage(int source, byte[] m)
     {
         peers.Heard(source);
+        child.Heard(source);
         if (!TreeWire.TryReadHead(m, out TreeHead h))
         {
             LogMalformed(peers.Log, source, m.Length);
@@ -49,6 +72,12 @@ internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreePar
                 break;
             case TreeKind.Alive:
                 break; // heard (above): that is all it says
+            case TreeKind.Report:
+                stats.OnReport(source, m);
+                break;
+            case TreeKind.ReportAck:
+                stats.OnAck(source);
+                break;
             case TreeKind.Replay or TreeKind.ReplayDone:
                 Replay?.OnMessage(source, h, m);
                 break;

@@ -15,6 +15,7 @@
 // Alive   id 0: "still serving your requests", about once a second to each child with a
 //         request in service. Any message from a parent resets the child's patience.
 // Join / JoinAck (per tree), Subtree (aux = nodes joined below and at the sender), Shutdown
+// Report  aux = entries: nodes' counters going up tree 0 (TreeStats); ReportAck answers it
 // Replay  a batch of a manifest's replay list, tree 0, down (Replay.cs: ReplayWire)
 // ReplayDone aux = a rank that has every entry of the replay, tree 0, up to the root
 using System.Buffers.Binary;
@@ -33,8 +34,10 @@ internal enum TreeKind : byte
     JoinAck = 6,
     Subtree = 7,
     Shutdown = 8,
-    Replay = 9,
-    ReplayDone = 10,
+    Report = 9,
+    ReportAck = 10,
+    Replay = 11,
+    ReplayDone = 12,
 }
 
 internal readonly record struct TreeHead(TreeKind Kind, Op Op, byte Flags, int Tree, int Status, int Aux, ulong Id);

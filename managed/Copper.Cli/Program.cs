@@ -1,5 +1,7 @@
 // copper: the command-line tool for a running Copper.
-//   copper stats  [-v PREFIX] [--json]   counters of every agent of PREFIX on this machine
+//   copper stats  [-v PREFIX] [--json]   counters of every agent of PREFIX on this machine, and
+//                                        where the root of an MPI job runs here, of every node
+//                                        of the job (its last report, its age, "silent")
 //   copper status [-v PREFIX]            which agents run, and their place in the tree
 //   copper manifest save [-v PREFIX] FILE   merge what the root agent asked the file system into FILE
 //   copper verify [-v PREFIX] -- CMD...  calls of CMD that missed Copper (Verify.cs)
@@ -88,7 +90,7 @@ internal static partial class Cli
 
     private static void Usage(TextWriter w)
     {
-        w.WriteLine("usage: copper stats  [-v PREFIX] [--json]   counters per node and in total");
+        w.WriteLine("usage: copper stats  [-v PREFIX] [--json]   counters per node and in total (every node of the job where its root runs)");
         w.WriteLine("       copper status [-v PREFIX]            agents running for PREFIX and their tree places");
         w.WriteLine("       copper manifest save [-v PREFIX] FILE   merge the job's manifest (what this machine's root agent");
         w.WriteLine("                                    asked the file system) into FILE; replay it with launch_copper.sh -m FILE");
@@ -283,10 +285,42 @@ internal static partial class Cli
     private static long Num(JsonElement e, string name) =>
         e.TryGetProperty(name, out JsonElement v) && v.ValueKind == JsonValueKind.Number ? v.GetInt64() : 0;
 
+    /// <summary>
+    /// Every node to show: each agent here answers for itself (fresh), and the root of a job
+    /// adds the last report of every other node of the job (with age_s and silent).
+    /// </summary>
+    private static (List<JsonElement> Nodes, bool Job) Nodes(List<(string Dir, JsonDocument? Stats, string? Error)> agents)
+    {
+        var local = agents.Where(a => a.Stats != null).Select(a => a.Stats!.RootElement).ToList();
+        var seen = local.Select(e => Num(e, "node")).ToHashSet();
+        var nodes = new List<JsonElement>(local);
+        bool job = false;
+        foreach (JsonElement e in local)
+        {
+            if (e.TryGetProperty("job", out JsonElement j) && j.TryGetProperty("entries", out JsonElement entries))
+            {
+                job = true;
+                nodes.AddRange(entries.EnumerateArray().Where(x => seen.Add(Num(x, "node"))));
+            }
+        }
+        nodes.Sort((a, b) => Num(a, "node").CompareTo(Num(b, "node")));
+        return (nodes, job);
+    }
+
+    private static bool Silent(JsonElement e) => e.TryGetProperty("silent", out JsonElement s) && s.ValueKind == JsonValueKind.True;
+
     private static void PrintTable(string prefix, List<(string Dir, JsonDocument? Stats, string? Error)> agents)
     {
         var sb = new StringBuilder();
-        sb.Append(CultureInfo.InvariantCulture, $"Copper {prefix}: {agents.Count} agent(s) on this machine\n");
+        (List<JsonElement> nodes, bool job) = Nodes(agents);
+        if (job)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"Copper {prefix}: {nodes.Count} node(s) of the job (its root runs here; other nodes as last reported)\n");
+        }
+        else
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"Copper {prefix}: {agents.Count} agent(s) on this machine\n");
+        }
         sb.Append(CultureInfo.InvariantCulture, $"{"node",-6}");
         foreach (string c in Columns)
         {
@@ -299,15 +333,25 @@ internal static partial class Cli
             if (stats == null)
             {
                 sb.Append(CultureInfo.InvariantCulture, $"{Path.GetFileName(dir),-6} unreachable: {error}\n");
-                continue;
             }
-            JsonElement e = stats.RootElement;
+        }
+        foreach (JsonElement e in nodes)
+        {
             sb.Append(CultureInfo.InvariantCulture, $"{Num(e, "node"),-6}");
             for (int i = 0; i < Columns.Length; i++)
             {
                 long v = Num(e, Columns[i]);
                 total[i] += v;
                 sb.Append(CultureInfo.InvariantCulture, $" {v,17}");
+            }
+            if (e.TryGetProperty("age_s", out JsonElement age) && age.ValueKind == JsonValueKind.Number && age.GetDouble() >= 2)
+            {
+                string state = Silent(e) ? "silent, " : "";
+                sb.Append(CultureInfo.InvariantCulture, $"  {state}last report {age.GetDouble():0} s ago");
+            }
+            else if (Silent(e))
+            {
+                sb.Append("  silent, never reported");
             }
             sb.Append('\n');
         }
@@ -344,22 +388,32 @@ internal static partial class Cli
         {
             w.WriteStartObject();
             w.WriteString("prefix", prefix);
+            (List<JsonElement> nodes, bool job) = Nodes(agents);
+            w.WriteBoolean("job", job);
             w.WriteStartArray("nodes");
             var total = new Dictionary<string, long>(StringComparer.Ordinal);
-            foreach ((_, JsonDocument? stats, _) in agents)
+            foreach (JsonElement e in nodes)
             {
-                if (stats == null)
+                w.WriteStartObject();
+                foreach (JsonProperty p in e.EnumerateObject())
                 {
-                    continue;
-                }
-                stats.RootElement.WriteTo(w);
-                foreach (JsonProperty p in stats.RootElement.EnumerateObject())
-                {
-                    if (p.Value.ValueKind == JsonValueKind.Number && p.Name is not ("node" or "rank" or "nodes" or "trees" or "fanout"))
+                    if (p.Name == "job")
                     {
-                        total[p.Name] = total.GetValueOrDefault(p.Name) + p.Value.GetInt64();
+                        continue; // listed as nodes
+                    }
+                    p.WriteTo(w);
+                    if (p.Value.ValueKind == JsonValueKind.Number && p.Value.TryGetInt64(out long v) && p.Name is not ("node" or "rank" or "nodes" or "trees" or "fanout"))
+                    {
+                        total[p.Name] = total.GetValueOrDefault(p.Name) + v;
                     }
                 }
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteStartArray("silent");
+            foreach (JsonElement e in nodes.Where(Silent))
+            {
+                w.WriteNumberValue(Num(e, "node"));
             }
             w.WriteEndArray();
             w.WriteStartObject("total");

@@ -1,5 +1,5 @@
 // copper-pfs-model's command line: SRC --mount DIR [--service-us N] [--metadata-servers N]
-// [--bandwidth-mbps N] [--model-stats FILE].
+// [--bandwidth-mbps N] [--model-stats FILE] [--per-path].
 using System.Globalization;
 
 namespace Copper.PfsModel;
@@ -33,12 +33,16 @@ internal sealed class ModelOptions
     /// <summary>Where the counts are written, or null.</summary>
     public string? Stats { get; private set; }
 
+    /// <summary>Whether the counts are also kept per path (ops_by_path in the stats).</summary>
+    public bool PerPath { get; private set; }
+
     /// <summary>Parses <paramref name="args"/>; returns null and an error message on bad input.</summary>
     public static ModelOptions? Parse(string[] args, out string error)
     {
         string? source = null, mount = null, stats = null;
         double serviceMicros = 200, bandwidth = 0;
         int servers = 1;
+        bool perPath = false;
         error = "";
         for (int i = 0; i < args.Length; i++)
         {
@@ -51,6 +55,11 @@ internal sealed class ModelOptions
                     return null;
                 }
                 source = a;
+                continue;
+            }
+            if (a == "--per-path")
+            {
+                perPath = true;
                 continue;
             }
             if (i + 1 >= args.Length)
@@ -94,6 +103,6 @@ internal sealed class ModelOptions
             error = "--mount DIR is missing";
             return null;
         }
-        return new ModelOptions(source, mount) { ServiceMicros = serviceMicros, MetadataServers = servers, BandwidthMBps = bandwidth, Stats = stats };
+        return new ModelOptions(source, mount) { ServiceMicros = serviceMicros, MetadataServers = servers, BandwidthMBps = bandwidth, Stats = stats, PerPath = perPath };
     }
 }

@@ -2,6 +2,7 @@
 // that makes every metadata operation wait for one of a set number of metadata servers and
 // every read move at a set bandwidth. Mounted with the kernel caching nothing, so each client operation reaches it
 // and is counted.
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
@@ -21,6 +22,7 @@ namespace Copper.PfsModel;
 /// One server holds each operation precisely (spinning the last part, as before servers were
 /// settable); several sleep through their service time (nanosleep), so that servers waiting
 /// on a 2-core machine do not take the cores the clients and agents run on.
+/// With <c>perPath</c> operations are also counted by path (so a test can tell how often each file was asked for).
 /// </summary>
 internal sealed partial class PfsModelBackend : IFuseBackend
 {
@@ -34,13 +36,15 @@ internal sealed partial class PfsModelBackend : IFuseBackend
     private int _peakInService;
     private readonly Lock _data = new();
     private readonly long[] _counts = new long[Kinds.Length];
+    private readonly ConcurrentDictionary<string, long[]>? _byPath;
     private long _bytes;
 
-    public PfsModelBackend(string root, double serviceMicros, double bytesPerSecond, int servers = 1)
+    public PfsModelBackend(string root, double serviceMicros, double bytesPerSecond, int servers = 1, bool perPath = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(servers, 1);
         _servers = servers;
         _metadata = new SemaphoreSlim(servers, servers);
+        _byPath = perPath ? new ConcurrentDictionary<string, long[]>(StringComparer.Ordinal) : null;
         _root = root.TrimEnd('/');
         _serviceTicks = (long)(serviceMicros * Stopwatch.Frequency / 1e6);
         _bytesPerSecond = bytesPerSecond;
@@ -51,9 +55,13 @@ internal sealed partial class PfsModelBackend : IFuseBackend
     private string Real(string path) => path == "/" ? StatfsPath : _root + path;
 
     /// <summary>Waits for a free server, then for the service time (precisely: spinning the last part).</summary>
-    private void Serve(int kind)
+    private void Serve(int kind, string path)
     {
         Interlocked.Increment(ref _counts[kind]);
+        if (_byPath != null)
+        {
+            Interlocked.Increment(ref _byPath.GetOrAdd(path, _ => new long[Kinds.Length - 1])[kind]);
+        }
         _metadata.Wait();
         try
         {
@@ -110,13 +118,13 @@ internal sealed partial class PfsModelBackend : IFuseBackend
 
     public StatAnswer Lstat(string path)
     {
-        Serve(0);
+        Serve(0, path);
         return Libc.Lstat(Real(path), out Libc.StatBuf b) == 0 ? new StatAnswer(0, Libc.ToCopper(b)) : new StatAnswer(Libc.Errno, default);
     }
 
     public unsafe LinkAnswer ReadLink(string path)
     {
-        Serve(1);
+        Serve(1, path);
         byte[] buf = new byte[Protocol.MaxPath];
         nint n;
         fixed (byte* p = buf)
@@ -128,13 +136,13 @@ internal sealed partial class PfsModelBackend : IFuseBackend
 
     public int Access(string path, int mode)
     {
-        Serve(2);
+        Serve(2, path);
         return Libc.Access(Real(path), mode) == 0 ? 0 : Libc.Errno;
     }
 
     public DirAnswer List(string path)
     {
-        Serve(4);
+        Serve(4, path);
         try
         {
             var entries = new List<DirEntry>();
@@ -161,7 +169,7 @@ internal sealed partial class PfsModelBackend : IFuseBackend
 
     public OpenAnswer Open(string path)
     {
-        Serve(3);
+        Serve(3, path);
         string real = Real(path);
         if (Libc.Stat(real, out Libc.StatBuf b) != 0)
         {
@@ -210,6 +218,26 @@ internal sealed partial class PfsModelBackend : IFuseBackend
             w.WriteNumber("bytes_read", Interlocked.Read(ref _bytes));
             w.WriteNumber("metadata_servers", _servers);
             w.WriteNumber("peak_in_service", Volatile.Read(ref _peakInService));
+            if (_byPath != null)
+            {
+                // Paths as the mount's clients named them (below the mount point), sorted;
+                // per path only the kinds it had.
+                w.WriteStartObject("ops_by_path");
+                foreach (KeyValuePair<string, long[]> kv in _byPath.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+                {
+                    w.WriteStartObject(kv.Key);
+                    for (int i = 0; i < kv.Value.Length; i++)
+                    {
+                        long n = Interlocked.Read(ref kv.Value[i]);
+                        if (n > 0)
+                        {
+                            w.WriteNumber(Kinds[i], n);
+                        }
+                    }
+                    w.WriteEndObject();
+                }
+                w.WriteEndObject();
+            }
             w.WriteEndObject();
         }
         return ms.ToArray();

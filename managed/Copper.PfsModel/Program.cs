@@ -6,13 +6,15 @@
 // rewritten every 200 ms and at exit), which tools/bench/storm_bench.sh reads:
 //   {"ops_by_kind":{"stat":N,"readlink":N,"access":N,"open":N,"opendir":N,"read":N},
 //    "metadata_ops":N,"bytes_read":N,"metadata_servers":N,"peak_in_service":N}
+// With --per-path also "ops_by_path":{"/dir/file":{"stat":N,"open":N,...},...} (paths below
+// the mount point; reads are not per path, opens are).
 // Runs until SIGTERM or SIGINT, then unmounts.
 using System.Runtime.InteropServices;
 using Copper.Agent;
 using Copper.PfsModel;
 using Microsoft.Extensions.Logging.Abstractions;
 
-const string Usage = "usage: copper-pfs-model SRC --mount DIR [--service-us MICROSECONDS] [--metadata-servers N] [--bandwidth-mbps MB_PER_SECOND] [--model-stats FILE]";
+const string Usage = "usage: copper-pfs-model SRC --mount DIR [--service-us MICROSECONDS] [--metadata-servers N] [--bandwidth-mbps MB_PER_SECOND] [--model-stats FILE] [--per-path]";
 if (args is ["-h"] or ["--help"])
 {
     Console.Out.WriteLine(Usage);
@@ -30,7 +32,7 @@ if (RuntimeInformation.ProcessArchitecture != Architecture.X64)
     Console.Error.WriteLine("copper-pfs-model: this build supports x86_64 Linux only");
     return 1;
 }
-var model = new PfsModelBackend(o.Source, o.ServiceMicros, o.BandwidthMBps * 1e6, o.MetadataServers);
+var model = new PfsModelBackend(o.Source, o.ServiceMicros, o.BandwidthMBps * 1e6, o.MetadataServers, o.PerPath);
 FuseMount mount;
 try
 {

@@ -1,8 +1,10 @@
 /* libcopper-mpi.so: see copper_mpi.h. */
 #include "copper_mpi.h"
 
+#include <dlfcn.h>
 #include <mpi.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,7 +108,35 @@ EXPORT int copper_mpi_test(void **request, int *flag, int *msg_source, int *msg_
     return rc;
 }
 
-EXPORT int copper_mpi_finalize(void) { return MPI_Finalize(); }
+/* MPI_Finalize of MPICH 4.0.x over UCX can hang for good: each rank disconnects its UCX
+ * endpoints, drives UCX until its own disconnects complete, and only then enters a PMI
+ * barrier that makes no UCX progress. A disconnect needs the peer's progress, so a rank
+ * whose peers already wait in that barrier waits forever, and they with it (later MPICH
+ * holds the barrier first, then disconnects). While copper_mpi_finalize runs, this library
+ * answers MPICH's ucp_disconnect_nb itself: "done", leaving the endpoint as it is. Every
+ * rank then reaches the barrier without waiting on anyone, and MPICH destroys the UCX
+ * worker after it, which closes the endpoints locally. The agent has sent everything it
+ * queued before finalizing, so nothing in flight is lost. libmpich binds this symbol here
+ * because this library comes first in the scope it was loaded with; outside finalize (and
+ * with an MPI that does not use UCX) the call goes to UCX unchanged. */
+static atomic_int finalizing;
+
+typedef void *(*ucp_disconnect_nb_fn)(void *ep);
+
+EXPORT void *ucp_disconnect_nb(void *ep);
+EXPORT void *ucp_disconnect_nb(void *ep)
+{
+    if (atomic_load(&finalizing))
+        return NULL; /* UCS_OK: completed */
+    ucp_disconnect_nb_fn real = (ucp_disconnect_nb_fn)dlsym(RTLD_NEXT, "ucp_disconnect_nb");
+    return real ? real(ep) : NULL;
+}
+
+EXPORT int copper_mpi_finalize(void)
+{
+    atomic_store(&finalizing, 1);
+    return MPI_Finalize();
+}
 
 EXPORT int copper_mpi_error_string(int code, char *text, int capacity)
 {

@@ -25,6 +25,7 @@ int copper_mpi_recv(void *buf, int count, int source, int tag, int *received);
 int copper_mpi_iprobe(int source, int tag, int *flag, int *msg_source, int *msg_tag, int *count);
 /* On completion (*flag = 1) the handle is freed and *request set to NULL. */
 int copper_mpi_test(void **request, int *flag, int *msg_source, int *msg_tag, int *count);
+/* MPI_Finalize; while it runs, MPICH's UCX endpoint disconnects are answered here (see copper_mpi.c). */
 int copper_mpi_finalize(void);
 int copper_mpi_error_string(int code, char *text, int capacity);
 

@@ -1,7 +1,7 @@
 // copper-pfs-model, the benchmarks' PFS model, on its own: it serves its directory at the
 // mount, lets the client kernel cache nothing (every operation reaches it and is counted),
-// writes the counts in the JSON the benchmarks read, and unmounts on SIGTERM. The agent no
-// longer knows the model's options.
+// writes the counts in the JSON the benchmarks read (with --per-path also by path), and
+// unmounts on SIGTERM. The agent no longer knows the model's options.
 using System.Diagnostics;
 using System.Text.Json;
 using Xunit;
@@ -25,7 +25,7 @@ public class PfsModelTests
         File.WriteAllBytes(Path.Combine(src, "d", "f"), data);
         File.CreateSymbolicLink(Path.Combine(src, "d", "l"), "f");
         var psi = new ProcessStartInfo(Model) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string a in new[] { src, "--mount", mnt, "--service-us", "0", "--model-stats", stats })
+        foreach (string a in new[] { src, "--mount", mnt, "--service-us", "0", "--model-stats", stats, "--per-path" })
         {
             psi.ArgumentList.Add(a);
         }
@@ -71,6 +71,12 @@ public class PfsModelTests
             Assert.True(Kind("readlink") >= 1 && Kind("opendir") >= 1 && Kind("open") >= 1 && Kind("read") >= 1, doc.RootElement.ToString());
             Assert.Equal(Kind("stat") + Kind("readlink") + Kind("access") + Kind("open") + Kind("opendir"), doc.RootElement.GetProperty("metadata_ops").GetInt64());
             Assert.Equal(data.Length, doc.RootElement.GetProperty("bytes_read").GetInt64());
+            // --per-path: the same operations by the path the client named (below the mount).
+            JsonElement byPath = doc.RootElement.GetProperty("ops_by_path");
+            Assert.True(byPath.GetProperty("/d/f").GetProperty("stat").GetInt64() >= 5, byPath.ToString());
+            Assert.True(byPath.GetProperty("/d/f").GetProperty("open").GetInt64() >= 1, byPath.ToString());
+            Assert.Equal(1, byPath.GetProperty("/d/l").GetProperty("readlink").GetInt64());
+            Assert.True(byPath.GetProperty("/d").GetProperty("opendir").GetInt64() >= 1, byPath.ToString());
         }
         finally
         {

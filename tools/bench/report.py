@@ -139,6 +139,63 @@ def replay_section(doc, source, plots):
     return md
 
 
+def testbed(results, plots):
+    """The section of the test bed's figures (tools/bench/cluster_bench.sh), if it ran."""
+    files = sorted(glob.glob(os.path.join(results, "cluster-*.json")))
+    if not files:
+        return []
+    doc = json.load(open(files[-1]))
+    rows, p, m = doc["results"], doc["parameters"], doc["machine"]
+    nodes = sorted({r["nodes"] for r in rows})
+
+    def row(sc, wl, n):
+        return next((r for r in rows if r["scenario"] == sc and r["workload"] == wl and r["nodes"] == n), None)
+
+    md = ["## Test bed: one node per namespace", "",
+          f"Test-bed figures (`{doc['command']}`, raw data `{os.path.relpath(files[-1], os.path.dirname(plots))}`): "
+          f"`out/bin/cluster up N --ssh --pfs DIR` makes each node its own network, UTS and mount namespace "
+          f"(own hostname, address on a bridge, `/tmp`, sshd); the PFS model ({p['pfs_service_us']:.0f} µs per metadata "
+          "operation) is mounted on a mount point shared with every node; the agents are launched from node 1 with a "
+          "hostfile (`launch_copper.sh -H`: mpiexec over ssh, one agent per node, the same prefix on every node) and talk "
+          "MPI over the veths (`UCX_TLS=tcp,self UCX_NET_DEVICES=eth0`); "
+          f"{p['ranks_per_node']} ranks per node start at once in their nodes. Every node shares the machine's "
+          f"{m['cores']} cores, so times grow with the node count for every scenario and say little "
+          "alone: compare scenarios within a row (ratios) and the operation counts. "
+          f"Each figure is the median of {p['runs']} job(s) (`BENCH_RUNS`); cold is the job's first run, warm its second."
+          + (f" Load average (1 min) when the run started and ended: {m['loadavg_start']:.1f} and "
+             f"{m['loadavg_end']:.1f}, on {m['cores']} cores: other work shared them." if "loadavg_start" in m else ""), ""]
+    for wl, what in (("numpy", "`import numpy`"), ("pynamic", "Pynamic-style package"), ("dataset", "dataset walk")):
+        if not any(r["workload"] == wl for r in rows):
+            continue
+        cold = [(lab, col, [(n, row(sc, wl, n)["cold_s"]) for n in nodes if row(sc, wl, n)]) for sc, lab, col in SCENARIOS]
+        ops = [(lab, col, [(n, max(row(sc, wl, n)["pfs_ops"], 1)) for n in nodes if row(sc, wl, n)]) for sc, lab, col in SCENARIOS if sc != "local"]
+        svg_lines(f"test bed, {wl}: cold, until every rank is done", "nodes (namespaces)", "seconds", cold, os.path.join(plots, f"testbed-{wl}-cold.svg"), log_y=True)
+        svg_lines(f"test bed, {wl}: operations on the PFS model", "nodes (namespaces)", "operations", ops, os.path.join(plots, f"testbed-{wl}-pfs-ops.svg"), log_y=True)
+        md += [f"### Test bed: {what}", "",
+               f"![cold](plots/testbed-{wl}-cold.svg) ![PFS operations](plots/testbed-{wl}-pfs-ops.svg)", "",
+               "| nodes | scenario | cold s | warm s | cold / direct | PFS ops (cold) | bytes over the tree | agent RSS MiB |",
+               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for n in nodes:
+            d = row("direct", wl, n)
+            for sc, lab, _ in SCENARIOS:
+                r = row(sc, wl, n)
+                if r:
+                    ratio = f"{r['cold_s'] / d['cold_s']:.2f}" if d and d["cold_s"] > 0 else "-"
+                    md.append(f"| {n} | {lab} | {r['cold_s']:.3f} | {r['warm_s']:.3f} | {ratio} | {r['pfs_ops']} | "
+                              f"{r['tree_bytes']} | {r['agent_rss_kb'] / 1024:.0f} |")
+        md.append("")
+    t = doc.get("tree")
+    if t:
+        mb = t["bytes"] / 1e6
+        md += ["### Test bed: the tree versus `MPI_Bcast`", "",
+               f"{t['bytes'] / 2 ** 20:.0f} MiB to {t['nodes']} nodes over the veths, median of {len(t['tree_runs'])}: "
+               f"`MPI_Bcast` (tools/bench/bcast.c, 1 MiB chunks, each rank writes its copy to its node's `/tmp`) "
+               f"{t['bcast_s']:.3f} s ({mb / t['bcast_s']:.0f} MB/s per node); Copper's tree (every node reads the file "
+               f"through the shim at once, cold) {t['tree_s']:.3f} s ({mb / t['tree_s']:.0f} MB/s per node); throughput "
+               f"ratio tree / bcast {t['ratio']:.2f} (goal ≥ 0.8). The source file is in the page cache for both.", ""]
+    return md
+
+
 def main():
     args = sys.argv[1:]
     storm = args[0]
@@ -181,6 +238,8 @@ def main():
                 if r:
                     md.append(f"| {n} | {lab} | {r['cold_s']:.3f} | {r['warm_s']:.3f} | {r['pfs_ops']} | {r['tree_bytes']} | {r['agent_rss_kb'] / 1024:.0f} |")
         md.append("")
+
+    md += testbed(results, plots)
 
     # Goals
     md += ["## Goals", ""]
