@@ -163,7 +163,7 @@ def testbed(results, plots):
           "alone: compare scenarios within a row (ratios) and the operation counts. "
           f"Each figure is the median of {p['runs']} job(s) (`BENCH_RUNS`); cold is the job's first run, warm its second."
           + (f" Load average (1 min) when the run started and ended: {m['loadavg_start']:.1f} and "
-             f"{m['loadavg_end']:.1f}, on {m['cores']} cores: other work shared them." if "loadavg_start" in m else ""), ""]
+             f"{m['loadavg_end']:.1f}, on {m['cores']} cores (the nodes themselves raise it; well above the core count at the start means other work shared the machine)." if "loadavg_start" in m else ""), ""]
     for wl, what in (("numpy", "`import numpy`"), ("pynamic", "Pynamic-style package"), ("dataset", "dataset walk")):
         if not any(r["workload"] == wl for r in rows):
             continue
