@@ -53,7 +53,7 @@ public class ClusterFaultTests
         // Node 3 killed: every process of it is gone, status says DOWN (exit 1), exec refuses.
         ProcResult kill = bed.Run("kill", "3");
         Assert.True(kill.ExitCode == 0, kill.ToString());
-        Assert.False(Bed.Alive(sleeper), "a process of the killed node survived");
+        Assert.False(TestBed.Alive(sleeper), "a process of the killed node survived");
         Assert.Empty(bed.LiveProcesses(3));
         status = bed.Run("status");
         Assert.True(status.ExitCode == 1 && status.Stdout.Split('\n').Any(l => l.StartsWith("3 ") && l.EndsWith(" DOWN")), status.ToString());
@@ -193,7 +193,7 @@ public class ClusterFaultTests
         bed.Up(3);
         int sshd = int.Parse(File.ReadAllText(Path.Combine(bed.State, "ssh", "node3.sshd.pid")).Trim());
         Assert.Equal(0, Harness.Run("kill", [sshd.ToString()]).ExitCode);
-        for (int i = 0; i < 100 && Bed.Alive(sshd); i++)
+        for (int i = 0; i < 100 && TestBed.Alive(sshd); i++)
         {
             Thread.Sleep(100);
         }
@@ -218,18 +218,7 @@ public class ClusterFaultTests
             // Outside /tmp (each node has its own): hostfile, exports, scripts, outputs, logs.
             Shared = Path.Combine("/var/tmp", "copper-fault-" + Name);
             Directory.CreateDirectory(Shared);
-            // The installed tree must be visible in the nodes: a checkout under /tmp is not.
-            string install = Harness.Out;
-            if (Harness.Out == "/tmp" || Harness.Out.StartsWith("/tmp/", StringComparison.Ordinal))
-            {
-                _copied = install = Path.Combine("/var/tmp", "copper-test-install-" + Name);
-                ProcResult cp = Harness.Run("cp", ["-a", Harness.Out, _copied]);
-                if (cp.ExitCode != 0)
-                {
-                    throw new InvalidOperationException(cp.ToString());
-                }
-            }
-            BinDir = Path.Combine(install, "bin");
+            BinDir = Path.Combine(TestBed.VisibleInstall(Name, out _copied), "bin");
             File.WriteAllText(Path.Combine(Shared, "rank.py"), RankCode);
         }
 
@@ -243,12 +232,12 @@ public class ClusterFaultTests
         private string Exports => Path.Combine(Shared, "exports");
 
         public ProcResult Run(params string[] args) =>
-            Harness.Run(Path.Combine(Harness.Bin, "cluster"), new[] { "--name", Name }.Concat(args), timeoutMs: 90_000);
+            Harness.Run(TestBed.Cluster, new[] { "--name", Name }.Concat(args), timeoutMs: 90_000);
 
         public ProcResult Exec(int node, params string[] cmd) => Run(new[] { "exec", node.ToString() }.Concat(cmd).ToArray());
 
         public ProcResult Bash(int node, string script, int timeoutMs = 120_000) =>
-            Harness.Run(Path.Combine(Harness.Bin, "cluster"), ["--name", Name, "exec", node.ToString(), "/bin/bash", "-c", $"{MpiEnv}; {script}"], timeoutMs: timeoutMs);
+            Harness.Run(TestBed.Cluster, ["--name", Name, "exec", node.ToString(), "/bin/bash", "-c", $"{MpiEnv}; {script}"], timeoutMs: timeoutMs);
 
         public void Up(int n)
         {
@@ -276,7 +265,7 @@ public class ClusterFaultTests
         /// </summary>
         public ProcResult Ranks(int[] nodes, string? killAfterPhase1, string tag = "rank", int dies = 0)
         {
-            string cluster = $"{Path.Combine(Harness.Bin, "cluster")} --name {Name}";
+            string cluster = $"{TestBed.Cluster} --name {Name}";
             string go = Path.Combine(Shared, "go-" + tag);
             string script = "set -u\npids=()\n";
             foreach (int k in nodes)
@@ -339,7 +328,7 @@ public class ClusterFaultTests
             var live = new List<string>();
             foreach (string p in pids.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries))
             {
-                if (Alive(int.Parse(p)))
+                if (TestBed.Alive(int.Parse(p)))
                 {
                     try
                     {
@@ -390,20 +379,6 @@ public class ClusterFaultTests
                 Thread.Sleep(200);
             }
             return false;
-        }
-
-        public static bool Alive(int pid)
-        {
-            // A killed process may stay a zombie for a moment; it holds nothing.
-            try
-            {
-                string s = File.ReadAllText($"/proc/{pid}/stat");
-                return s[(s.LastIndexOf(')') + 2)..].Split(' ')[0] != "Z";
-            }
-            catch (IOException)
-            {
-                return false;
-            }
         }
 
         public void Dispose()

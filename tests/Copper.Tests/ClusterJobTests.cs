@@ -12,7 +12,7 @@ namespace Copper.Tests;
 
 public class ClusterJobTests
 {
-    private static string Cluster => Path.Combine(Harness.Bin, "cluster");
+    private static string Cluster => TestBed.Cluster;
 
     private static ProcResult Run(string name, params string[] args) =>
         Harness.Run(Cluster, new[] { "--name", name }.Concat(args), timeoutMs: 60_000);
@@ -103,14 +103,7 @@ public class ClusterJobTests
         string stats = Path.Combine(dir, "model.json");
         string nodefile = Path.Combine(dir, "nodefile");
         string exports = Path.Combine(dir, "exports");
-        // The installed tree must be visible in the nodes: a checkout under /tmp is not.
-        string install = Harness.Out;
         string? copied = null;
-        if (Harness.Out == "/tmp" || Harness.Out.StartsWith("/tmp/", StringComparison.Ordinal))
-        {
-            copied = install = Path.Combine("/var/tmp", "copper-test-install-" + name);
-        }
-        string bin = Path.Combine(install, "bin");
         // Under each node's own /tmp: the same prefix on every node, the runtime, cache, logs.
         string job = "/tmp/copper-job-" + name;
         string prefix = job + "/copper";
@@ -123,11 +116,7 @@ public class ClusterJobTests
         Process? model = null;
         try
         {
-            if (copied != null)
-            {
-                ProcResult cp = Harness.Run("cp", new[] { "-a", Harness.Out, copied });
-                Assert.True(cp.ExitCode == 0, cp.ToString());
-            }
+            string bin = Path.Combine(TestBed.VisibleInstall(name, out copied), "bin");
             ProcResult up = Run(name, "up", "4", "--ssh", "--pfs", dir);
             Assert.True(up.ExitCode == 0, up.ToString());
 
@@ -235,22 +224,8 @@ public class ClusterJobTests
             // stop_copper.sh on node 1 alone stops every node's agent (Shutdown goes down the tree).
             ProcResult stop = Exec(name, 1, $"{env}; timeout 60 {bin}/stop_copper.sh -v {prefix}");
             Assert.True(stop.ExitCode == 0, stop.ToString());
-            string leftScript = $@"for i in $(seq 1 150); do
-  left=
-  for k in 1 2 3 4; do
-    for p in $(ip netns pids cu-{name}-$k); do
-      s=$(awk '{{print $3}}' /proc/$p/stat 2>/dev/null) || continue
-      [ ""$s"" = Z ] && continue
-      c=$(cat /proc/$p/comm 2>/dev/null) || continue
-      case $c in sleep|sshd) ;; *) left=""$left node$k:$p:$c"" ;; esac
-    done
-  done
-  [ -z ""$left"" ] && exit 0
-  sleep 0.1
-done
-echo ""left:$left""; exit 1";
-            ProcResult left = Harness.Bash(leftScript, timeoutMs: 60_000);
-            Assert.True(left.ExitCode == 0, left.ToString());
+            string left = TestBed.LeftInNodes(name, new[] { 1, 2, 3, 4 }, "sshd");
+            Assert.True(left == "", left);
             for (int k = 1; k <= 4; k++)
             {
                 ProcResult rest = Exec(name, k, $"ls -A {job}/run {job}/cache 2>/dev/null || true; grep -c ' {prefix} ' /proc/self/mountinfo || true");

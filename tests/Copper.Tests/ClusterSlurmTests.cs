@@ -11,7 +11,7 @@ namespace Copper.Tests;
 
 public class ClusterSlurmTests
 {
-    private static string Cluster => Path.Combine(Harness.Bin, "cluster");
+    private static string Cluster => TestBed.Cluster;
 
     private static ProcResult Run(string name, params string[] args) =>
         Harness.Run(Cluster, new[] { "--name", name }.Concat(args), timeoutMs: 120_000);
@@ -31,21 +31,6 @@ public class ClusterSlurmTests
         }
     }
 
-    private static bool Alive(int pid)
-    {
-        // A killed process may stay a zombie for a moment; it holds nothing.
-        string stat = $"/proc/{pid}/stat";
-        try
-        {
-            string s = File.ReadAllText(stat);
-            return s[(s.LastIndexOf(')') + 2)..].Split(' ')[0] != "Z";
-        }
-        catch (IOException)
-        {
-            return false;
-        }
-    }
-
     /// <summary>Pids of the processes in the nodes' network namespaces whose name is one of <paramref name="comms"/>.</summary>
     private static List<int> NodePids(string name, int nodes, params string[] comms)
     {
@@ -58,7 +43,7 @@ public class ClusterSlurmTests
                 int pid = int.Parse(p.Trim());
                 try
                 {
-                    if (comms.Contains(File.ReadAllText($"/proc/{pid}/comm").Trim()) && Alive(pid))
+                    if (comms.Contains(File.ReadAllText($"/proc/{pid}/comm").Trim()) && TestBed.Alive(pid))
                     {
                         pids.Add(pid);
                     }
@@ -71,26 +56,9 @@ public class ClusterSlurmTests
         return pids;
     }
 
-    /// <summary>Polls (bounded) until the nodes run nothing but the holder and the Slurm daemons; the rest, if any.</summary>
-    private static string LeftInNodes(string name, int nodes)
-    {
-        string script = $@"for i in $(seq 1 150); do
-  left=
-  for k in $(seq 1 {nodes}); do
-    for p in $(ip netns pids cu-{name}-$k); do
-      s=$(awk '{{print $3}}' /proc/$p/stat 2>/dev/null) || continue
-      [ ""$s"" = Z ] && continue
-      c=$(cat /proc/$p/comm 2>/dev/null) || continue
-      case $c in sleep|slurmd|slurmctld|slurmscriptd|munged) ;; *) left=""$left node$k:$p:$c"" ;; esac
-    done
-  done
-  [ -z ""$left"" ] && exit 0
-  sleep 0.2
-done
-echo ""$left""; exit 1";
-        ProcResult r = Harness.Bash(script, timeoutMs: 60_000);
-        return r.ExitCode == 0 ? "" : r.Stdout.Trim();
-    }
+    /// <summary>What the nodes run besides their holder and the Slurm daemons (bounded poll; "" when nothing).</summary>
+    private static string LeftInNodes(string name, int nodes) =>
+        TestBed.LeftInNodes(name, Enumerable.Range(1, nodes), "slurmd|slurmctld|slurmscriptd|munged");
 
     /// <summary>Takes the cluster down and checks it leaves no namespace, daemon, socket, mount or state.</summary>
     private static void DownLeavesNothing(string name, int nodes, string state)
@@ -102,26 +70,12 @@ echo ""$left""; exit 1";
 
         ProcResult down = Run(name, "down");
         Assert.True(down.ExitCode == 0, down.ToString());
-        Assert.DoesNotContain(daemons, Alive);
+        Assert.DoesNotContain(daemons, TestBed.Alive);
         Assert.False(File.Exists(socket), "the munge socket is left");
         Assert.False(Directory.Exists(state), "the state directory is left");
         Assert.DoesNotContain(state, File.ReadAllText("/proc/self/mounts"));
         ProcResult netns = Harness.Run("ip", new[] { "netns", "list" });
         Assert.DoesNotContain($"cu-{name}-", netns.Stdout);
-    }
-
-    /// <summary>The installed tree where the nodes see it (a checkout under /tmp is not visible in them).</summary>
-    private static string VisibleInstall(string name, out string? copied)
-    {
-        copied = null;
-        if (Harness.Out == "/tmp" || Harness.Out.StartsWith("/tmp/", StringComparison.Ordinal))
-        {
-            copied = Path.Combine("/var/tmp", "copper-test-install-" + name);
-            ProcResult cp = Harness.Run("cp", new[] { "-a", Harness.Out, copied });
-            Assert.True(cp.ExitCode == 0, cp.ToString());
-            return copied;
-        }
-        return Harness.Out;
     }
 
     private static string[] Lines(string path) =>
@@ -142,7 +96,7 @@ echo ""$left""; exit 1";
         string? copied = null;
         try
         {
-            string bin = Path.Combine(VisibleInstall(name, out copied), "bin");
+            string bin = Path.Combine(TestBed.VisibleInstall(name, out copied), "bin");
             Directory.CreateDirectory(shared);
 
             ProcResult up = Run(name, "up", "4", "--slurm");
@@ -240,7 +194,7 @@ echo ""$left"" >$out/left
         string? copied = null;
         try
         {
-            string install = VisibleInstall(name, out copied);
+            string install = TestBed.VisibleInstall(name, out copied);
             string bin = Path.Combine(install, "bin");
             string epilog = Path.Combine(install, "share", "copper", "slurm-epilog.sh");
             Assert.True(File.Exists(epilog), epilog + " is not installed");

@@ -8,32 +8,13 @@ namespace Copper.Tests;
 
 public class ClusterTests
 {
-    private static string Cluster => Path.Combine(Harness.Bin, "cluster");
+    private static string Cluster => TestBed.Cluster;
 
     private static ProcResult Run(string name, params string[] args) =>
         Harness.Run(Cluster, new[] { "--name", name }.Concat(args), timeoutMs: 60_000);
 
     private static ProcResult Exec(string name, int node, params string[] cmd) =>
         Run(name, new[] { "exec", node.ToString() }.Concat(cmd).ToArray());
-
-    private static bool Alive(int pid)
-    {
-        // A killed process may stay a zombie for a moment; it holds nothing.
-        string stat = $"/proc/{pid}/stat";
-        if (!File.Exists(stat))
-        {
-            return false;
-        }
-        try
-        {
-            string s = File.ReadAllText(stat);
-            return s[(s.LastIndexOf(')') + 2)..].Split(' ')[0] != "Z";
-        }
-        catch (IOException)
-        {
-            return false;
-        }
-    }
 
     [Fact]
     public void ThreeNodesResolveConnectKeepTheirOwnTmpAndLeaveNothing()
@@ -129,7 +110,7 @@ exit $((ok + rc))
             ProcResult netns = Harness.Run("ip", new[] { "netns", "list" });
             Assert.DoesNotContain($"cu-{name}-", netns.Stdout);
             Assert.False(Directory.Exists(state), "the state directory is left");
-            Assert.DoesNotContain(holders, Alive);
+            Assert.DoesNotContain(holders, TestBed.Alive);
             Assert.Equal(0, Run(name, "down").ExitCode);
             ProcResult status = Run(name, "status");
             Assert.True(status.ExitCode == 1, status.ToString());
@@ -151,24 +132,13 @@ exit $((ok + rc))
         string state = "/run/copper-cluster/" + name;
         // Outside /tmp (each node has its own): the hostfile, the exports and the scripts.
         string shared = Path.Combine("/var/tmp", "copper-cluster-shared-" + name);
-        // The installed tree must be visible in the nodes: a checkout under /tmp is not.
-        string install = Harness.Out;
         string? copied = null;
-        if (Harness.Out == "/tmp" || Harness.Out.StartsWith("/tmp/", StringComparison.Ordinal))
-        {
-            copied = install = Path.Combine("/var/tmp", "copper-test-install-" + name);
-        }
-        string bin = Path.Combine(install, "bin");
         // Under each node's own /tmp: the prefix path, the agents' runtime, cache and logs.
         string prefix = "/tmp/copper-ssh-" + name + "/copper";
         const string mpiEnv = "export UCX_TLS=tcp,self UCX_NET_DEVICES=eth0 COPPER_RUNTIME_DIR=/tmp/copper-ssh-run";
         try
         {
-            if (copied != null)
-            {
-                ProcResult cp = Harness.Run("cp", new[] { "-a", Harness.Out, copied });
-                Assert.True(cp.ExitCode == 0, cp.ToString());
-            }
+            string bin = Path.Combine(TestBed.VisibleInstall(name, out copied), "bin");
             Directory.CreateDirectory(shared);
             string hosts = Path.Combine(shared, "hosts");
             File.WriteAllText(hosts, "node1\nnode2\n");
@@ -208,22 +178,8 @@ exit $((ok + rc))
 
             // Nothing of the job is left: in each node only the holder and the sshd remain
             // (a killed process may stay a zombie for a moment; it holds nothing).
-            string leftScript = $@"for i in $(seq 1 100); do
-  left=
-  for k in 1 2; do
-    for p in $(ip netns pids cu-{name}-$k); do
-      s=$(awk '{{print $3}}' /proc/$p/stat 2>/dev/null) || continue
-      [ ""$s"" = Z ] && continue
-      c=$(cat /proc/$p/comm 2>/dev/null) || continue
-      case $c in sleep|sshd) ;; *) left=""$left node$k:$p:$c"" ;; esac
-    done
-  done
-  [ -z ""$left"" ] && exit 0
-  sleep 0.1
-done
-echo ""left:$left""; exit 1";
-            ProcResult left = Harness.Bash(leftScript, timeoutMs: 60_000);
-            Assert.True(left.ExitCode == 0, left.ToString());
+            string left = TestBed.LeftInNodes(name, new[] { 1, 2 }, "sshd");
+            Assert.True(left == "", left);
             ProcResult agents = Harness.Run("pgrep", new[] { "-af", prefix });
             Assert.True(agents.ExitCode != 0, "a process of the job is left: " + agents.Stdout);
             for (int k = 1; k <= 2; k++)
