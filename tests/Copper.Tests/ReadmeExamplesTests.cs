@@ -87,6 +87,7 @@ public class ReadmeExamplesTests
             Assert.StartsWith("direct: 6 files, sha256 ", direct);
             string digest = direct["direct: ".Length..];
             Assert.Equal(new[] { $"rank 0: {digest}", $"rank 1: {digest}" }, Lines(r.Stdout, "rank ").Order(StringComparer.Ordinal));
+            Assert.Equal(1, Count(r.Stdout, "find through the mount: 6 files"));
         });
     }
 
