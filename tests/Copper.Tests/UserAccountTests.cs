@@ -239,8 +239,14 @@ public sealed class UserAccountTests : IDisposable
                 Assert.True(mine.ExitCode == 0, mine.ToString());
                 Assert.Contains($"Copper {PrefixOf(me)}: 1 agent(s)", mine.Stdout);
                 ProcResult theirs = AsUser(me, $"{Copper} stats -v {PrefixOf(other)}");
-                Assert.DoesNotContain("agent(s) on this machine", theirs.Stdout);
-                Assert.DoesNotContain(PrefixOf(me), theirs.Stdout + theirs.Stderr);
+                Assert.Equal(1, theirs.ExitCode);
+                Assert.Contains($"no agent for {PrefixOf(other)} on this machine", theirs.Stderr);
+                ProcResult pointedStats = AsUser(me, $"COPPER_RUNTIME_DIR=/tmp/copper-run-{otherUid} {Copper} stats -v {PrefixOf(other)}");
+                // A clear error, not a crash.
+                Assert.Equal(1, pointedStats.ExitCode);
+                Assert.Contains($"/tmp/copper-run-{otherUid}", pointedStats.Stdout + pointedStats.Stderr);
+                Assert.Contains("cannot read the runtime dir", pointedStats.Stdout + pointedStats.Stderr);
+                Assert.DoesNotContain("Unhandled exception", pointedStats.Stderr);
 
                 // The other's runtime and cache directories are closed to this user.
                 ProcResult look = AsUser(me, $"""
