@@ -72,6 +72,11 @@ internal static partial class Cli
             Console.Error.WriteLine($"copper: no agent for {prefix} on this machine (runtime dir {RuntimeDir()})");
             return 1;
         }
+        if (agents.Count == 1 && agents[0].Dir == RuntimeDir() && agents[0].Error is { } unreadable)
+        {
+            Console.Error.WriteLine($"copper: no agent for {prefix} reachable: {unreadable}");
+            return 1;
+        }
         int rc = agents.Any(a => a.Stats == null) ? 1 : 0;
         if (command == "status")
         {
