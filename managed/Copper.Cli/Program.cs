@@ -72,6 +72,11 @@ internal static partial class Cli
             Console.Error.WriteLine($"copper: no agent for {prefix} on this machine (runtime dir {RuntimeDir()})");
             return 1;
         }
+        if (agents.Count == 1 && agents[0].Dir == RuntimeDir() && agents[0].Error is { } unreadable)
+        {
+            Console.Error.WriteLine($"copper: no agent for {prefix} reachable: {unreadable}");
+            return 1;
+        }
         int rc = agents.Any(a => a.Stats == null) ? 1 : 0;
         if (command == "status")
         {
@@ -175,23 +180,30 @@ internal static partial class Cli
         string runtime = RuntimeDir();
         string hash = Places.PrefixHash(prefix);
         var dirs = new List<(int Node, string Dir)>();
-        if (Directory.Exists(runtime))
+        var result = new List<(string, JsonDocument?, string?)>();
+        string[] found = [];
+        try
         {
-            foreach (string d in Directory.GetDirectories(runtime, hash + "*"))
+            found = Directory.Exists(runtime) ? Directory.GetDirectories(runtime, hash + "*") : [];
+        }
+        catch (Exception ex) when (ex is UnauthorizedAccessException or IOException)
+        {
+            // Another user's runtime directory (COPPER_RUNTIME_DIR pointed at it) is closed to us.
+            result.Add((runtime, null, $"cannot read the runtime dir: {ex.Message}"));
+        }
+        foreach (string d in found)
+        {
+            string name = Path.GetFileName(d);
+            if (name == hash)
             {
-                string name = Path.GetFileName(d);
-                if (name == hash)
-                {
-                    dirs.Add((0, d));
-                }
-                else if (name.StartsWith(hash + ".n", StringComparison.Ordinal) && int.TryParse(name.AsSpan(hash.Length + 2), NumberStyles.None, CultureInfo.InvariantCulture, out int k))
-                {
-                    dirs.Add((k, d));
-                }
+                dirs.Add((0, d));
+            }
+            else if (name.StartsWith(hash + ".n", StringComparison.Ordinal) && int.TryParse(name.AsSpan(hash.Length + 2), NumberStyles.None, CultureInfo.InvariantCulture, out int k))
+            {
+                dirs.Add((k, d));
             }
         }
         dirs.Sort((a, b) => a.Node.CompareTo(b.Node));
-        var result = new List<(string, JsonDocument?, string?)>();
         foreach ((_, string dir) in dirs)
         {
             try
