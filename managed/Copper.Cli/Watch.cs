@@ -162,7 +162,7 @@ internal static partial class Cli
         string where = s.Job ? $"{t.Nodes} node(s) of the job" : $"{t.Nodes} agent(s) on this machine";
         sb.Append(CultureInfo.InvariantCulture, $"Copper {prefix}: {where}, {s.Taken:yyyy-MM-dd HH:mm:ss} UTC, every {interval:0.###} s\n");
         sb.Append(CultureInfo.InvariantCulture,
-            $"{"node",-6}{"age",6}{"requests",11}{"req/s",9}{"hits",8}{"from-parent",12}{"to-children",12}{"pfs-ops",9}{"degraded",9}{"mirror",9}\n");
+            $"{"node",-6}{"age",6}{"requests",11}{"req/s",9}{"hit%",8}{"from-parent",12}{"to-children",12}{"pfs-ops",9}{"degraded",9}{"mirror",9}\n");
         int shown = 0;
         foreach (JsonElement e in s.Nodes)
         {
