@@ -33,12 +33,22 @@ internal sealed class Counters
     private long _bytesToChildren;
     private long _parentTimeouts;
     private long _degraded;
+    private long _control;
+    private long _mirrorFiles;
+    private long _mirrorBytes;
+
+    // When this agent started (Unix seconds): a constant, so an idle agent's counters stay
+    // unchanged (TreeStats reports only what changed); the job's duration is computed from it.
+    private readonly long _started = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
     public void Pfs(PfsOp op) => Interlocked.Increment(ref _pfs[(int)op]);
 
     public void AddPfsBytes(long n) => Interlocked.Add(ref _pfsBytes, n);
 
     public void Request() => Interlocked.Increment(ref _requests);
+
+    /// <summary>A request about the agent itself (ping, stats, manifest), counted in requests too.</summary>
+    public void Control() => Interlocked.Increment(ref _control);
 
     public void Hit() => Interlocked.Increment(ref _hits);
 
@@ -66,6 +76,13 @@ internal sealed class Counters
 
     /// <summary>An answer read from the real file system because the parent could not give it.</summary>
     public void Degraded() => Interlocked.Increment(ref _degraded);
+
+    /// <summary>A file materialized in the mirror (a file replaced by a newer version counts again).</summary>
+    public void Mirrored(long bytes)
+    {
+        Interlocked.Increment(ref _mirrorFiles);
+        Interlocked.Add(ref _mirrorBytes, bytes);
+    }
 
     public long PfsTotal
     {
@@ -95,6 +112,7 @@ internal sealed class Counters
             w.WriteStartObject();
             w.WriteNumber("node", node);
             w.WriteNumber("requests", Interlocked.Read(ref _requests));
+            w.WriteNumber("control_requests", Interlocked.Read(ref _control));
             w.WriteNumber("cache_hits", Interlocked.Read(ref _hits));
             w.WriteNumber("cache_misses", Interlocked.Read(ref _misses));
             w.WriteNumber("coalesced", Interlocked.Read(ref _coalesced));
@@ -109,6 +127,9 @@ internal sealed class Counters
             w.WriteNumber("degraded", Interlocked.Read(ref _degraded));
             w.WriteNumber("pfs_bytes", Interlocked.Read(ref _pfsBytes));
             w.WriteNumber("pfs_ops", PfsTotal);
+            w.WriteNumber("mirror_files", Interlocked.Read(ref _mirrorFiles));
+            w.WriteNumber("mirror_bytes", Interlocked.Read(ref _mirrorBytes));
+            w.WriteNumber("started_unix", _started);
             w.WriteStartObject("pfs_ops_by_kind");
             foreach (PfsOp op in Enum.GetValues<PfsOp>())
             {

@@ -233,6 +233,7 @@ internal sealed partial class NodeCache
             SetTimes(sink.TempPath, fetched.St);
             MirrorFiles.Check(Interop.Libc.Rename(sink.TempPath, local), "rename", local);
             sink.TempPath = null;
+            _counters.Mirrored(fetched.St.Size);
             bool changed = AdoptVersion(path, fetched.St);
             outcome = 0;
             return new OpenAnswer(0, OpenKind.File, fetched.St, PathBytes.Encode(local), changed);
