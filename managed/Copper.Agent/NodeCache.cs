@@ -39,6 +39,9 @@ internal sealed partial class NodeCache
 
     public long MaxBytes => _maxBytes;
 
+    /// <summary>Most bytes the mirror holds (files counted in whole 4 KiB blocks, as they occupy them).</summary>
+    public long Budget { get; init; } = long.MaxValue;
+
     /// <summary>
     /// True on an agent with children: a file being fetched keeps its encoded chunks while in
     /// flight (files up to <see cref="PipelineLimit"/>), so children get chunk i while chunk i+1
@@ -98,7 +101,10 @@ internal sealed partial class NodeCache
             _counters.Hit();
             return Task.FromResult(new OpenAnswer(absent, 0, default, []));
         }
-        return GetOrFetch(_open, path, p => MaterializeAsync(p, ct), a => a.Status >= 0 || a.Status == Protocol.StatusTooBig);
+        TouchMirrored(path);
+        // "Too big" stands when the file is larger than -M or the budget; not when the mirror is
+        // full of open files for now.
+        return GetOrFetch(_open, path, p => MaterializeAsync(p, ct), a => a.Status >= 0 || (a.Status == Protocol.StatusTooBig && !a.NoRoomNow));
     }
 
     /// <summary>
@@ -198,6 +204,48 @@ internal sealed partial class NodeCache
     private const int NameMax = 255;
 
     private async ValueTask<OpenAnswer> MaterializeAsync(string path, CancellationToken ct)
+    {
+        // Room in the budget first, by the size this node knows (a file that changed since is
+        // charged its new size once here).
+        long charge = 0;
+        if (Budget != long.MaxValue)
+        {
+            StatAnswer known = await StatAsync(path, follow: true, ct);
+            if (known.Status == 0 && (known.St.Mode & Interop.Libc.S_IFMT) == Interop.Libc.S_IFREG && known.St.Size <= _maxBytes)
+            {
+                charge = Charge(known.St.Size);
+                if (charge > Budget)
+                {
+                    return new OpenAnswer(Protocol.StatusTooBig, 0, known.St, []);
+                }
+                if (!Reserve(charge))
+                {
+                    LogNoRoom(_log, path, known.St.Size);
+                    return new OpenAnswer(Protocol.StatusTooBig, 0, known.St, []) { NoRoomNow = true };
+                }
+            }
+        }
+        bool kept = false;
+        try
+        {
+            OpenAnswer a = await MaterializeWithinAsync(path, ct);
+            if (a is { Status: 0, Kind: OpenKind.File } && Budget != long.MaxValue)
+            {
+                Mirrored(path, charge, Charge(a.St.Size));
+                kept = true;
+            }
+            return a;
+        }
+        finally
+        {
+            if (!kept)
+            {
+                Release(charge);
+            }
+        }
+    }
+
+    private async ValueTask<OpenAnswer> MaterializeWithinAsync(string path, CancellationToken ct)
     {
         string local = LocalPathOf(path);
         Transfer? transfer = Pipelines ? new Transfer(PipelineLimit) : null;
@@ -347,6 +395,9 @@ internal sealed partial class NodeCache
             throw;
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "no room in the mirror's budget for {Path} ({Size} bytes; the rest is open): served from the real path")]
+    private static partial void LogNoRoom(ILogger logger, string path, long size);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "could not materialize {Path}: {Reason}")]
     private static partial void LogMaterializeFailed(ILogger logger, string path, string reason);
