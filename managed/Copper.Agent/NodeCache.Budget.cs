@@ -38,7 +38,11 @@ internal sealed partial class NodeCache
         }
         lock (_evictLock)
         {
-            HashSet<string>? inUse = null;
+            if (TryTake(charge))
+            {
+                return true;
+            }
+            HashSet<string> inUse = MirrorFilesInUse();
             while (true)
             {
                 string victim;
@@ -50,7 +54,6 @@ internal sealed partial class NodeCache
                         Take(charge);
                         return true;
                     }
-                    inUse ??= MirrorFilesInUse();
                     LinkedListNode<(string Path, long Bytes)>? n = _lru.First;
                     while (n != null && inUse.Contains(LocalPathOf(n.Value.Path)))
                     {
@@ -63,13 +66,13 @@ internal sealed partial class NodeCache
                     (victim, bytes) = n.Value;
                     _lru.Remove(n);
                     _lruNodes.Remove(victim);
-                    _mirrorBytes -= bytes;
-                    _counters.MirrorSize(_mirrorBytes);
                 }
                 // The copy goes before its answer: a new materialization of the path can only
-                // start once the answer is gone, so it never races this unlink.
+                // start once the answer is gone, so it never races this unlink. Its bytes are
+                // free for others only once it is gone from the disk.
                 Interop.Libc.Unlink(LocalPathOf(victim));
                 _open.TryRemove(victim, out _);
+                Release(bytes);
                 _counters.Evicted(bytes);
             }
         }
