@@ -302,4 +302,46 @@ public class CacheBudgetTests
             Directory.Delete(cache, recursive: true);
         }
     }
+
+    [Fact]
+    public void BudgetOptionTakesSizesAndPercentagesAndRefusesTheRest()
+    {
+        foreach (string bad in new[] { "0", "-5", "1T", "abc", "0%", "101%", "5.5M" })
+        {
+            ProcResult r = Harness.Run(CopperJob.LaunchScript, ["-v", "/tmp/copper-budget-never", "-C", bad]);
+            Assert.True(r.ExitCode == 2, $"-C {bad}: {r}");
+            Assert.Contains("-C", r.Stderr);
+        }
+        string cache = Harness.TempDir("budgetpct");
+        try
+        {
+            using var job = new CopperJob(1, "budgetpct", $"-C 50% --no-fuse -c {cache}/c");
+            job.LaunchOrFail();
+            // Half of the size of the file system the cache lives on (as statvfs gives it).
+            ProcResult fs = Harness.Run("stat", ["-f", "-c", "%S %b", cache]);
+            string[] f = fs.Stdout.Trim().Split(' ');
+            long expected = long.Parse(f[0]) * long.Parse(f[1]) / 100 * 50;
+            Assert.Equal(expected, Num(job.Stats()[0], "mirror_budget"));
+        }
+        finally
+        {
+            Directory.Delete(cache, recursive: true);
+        }
+        string cache2 = Harness.TempDir("budgetdef");
+        try
+        {
+            // No -C: a quarter of the free space, which changes as others write: within 1%.
+            using var job = new CopperJob(1, "budgetdef", $"--no-fuse -c {cache2}/c");
+            job.LaunchOrFail();
+            ProcResult fs = Harness.Run("stat", ["-f", "-c", "%S %a", cache2]);
+            string[] f = fs.Stdout.Trim().Split(' ');
+            double quarter = long.Parse(f[0]) * (double)long.Parse(f[1]) / 4;
+            long budget = Num(job.Stats()[0], "mirror_budget");
+            Assert.InRange(budget, quarter * 0.99, quarter * 1.01);
+        }
+        finally
+        {
+            Directory.Delete(cache2, recursive: true);
+        }
+    }
 }
