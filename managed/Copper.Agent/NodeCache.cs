@@ -205,60 +205,29 @@ internal sealed partial class NodeCache
 
     private async ValueTask<OpenAnswer> MaterializeAsync(string path, CancellationToken ct)
     {
-        // Room in the budget first, by the size this node knows (a file that changed since is
-        // charged its new size once here).
-        long charge = 0;
-        if (Budget != long.MaxValue)
-        {
-            StatAnswer known = await StatAsync(path, follow: true, ct);
-            if (known.Status == 0 && (known.St.Mode & Interop.Libc.S_IFMT) == Interop.Libc.S_IFREG && known.St.Size <= _maxBytes)
-            {
-                charge = Charge(known.St.Size);
-                if (charge > Budget)
-                {
-                    return new OpenAnswer(Protocol.StatusTooBig, 0, known.St, []);
-                }
-                if (!Reserve(charge))
-                {
-                    LogNoRoom(_log, path, known.St.Size);
-                    return new OpenAnswer(Protocol.StatusTooBig, 0, known.St, []) { NoRoomNow = true };
-                }
-            }
-        }
-        bool kept = false;
-        try
-        {
-            OpenAnswer a = await MaterializeWithinAsync(path, ct);
-            if (a is { Status: 0, Kind: OpenKind.File } && Budget != long.MaxValue)
-            {
-                Mirrored(path, charge, Charge(a.St.Size));
-                kept = true;
-            }
-            return a;
-        }
-        finally
-        {
-            if (!kept)
-            {
-                Release(charge);
-            }
-        }
-    }
-
-    private async ValueTask<OpenAnswer> MaterializeWithinAsync(string path, CancellationToken ct)
-    {
         string local = LocalPathOf(path);
         Transfer? transfer = Pipelines ? new Transfer(PipelineLimit) : null;
         if (transfer != null)
         {
             _transfers[path] = transfer;
         }
-        var sink = new MirrorSink(local, transfer);
+        // Room in the budget is made once the size is known, before a byte is written; a file
+        // that cannot fit is still relayed to children waiting for it, but not kept here.
+        var sink = new MirrorSink(local, transfer, Budget, Budget == long.MaxValue ? null : Reserve);
         int outcome = Protocol.StatusFallback;
         try
         {
             FetchAnswer fetched = await _upstream.FetchAsync(path, _maxBytes, sink, ct);
             await sink.CloseAsync();
+            if (fetched.Status == 0 && sink.NoRoom is { } noRoom)
+            {
+                outcome = 0;
+                if (noRoom)
+                {
+                    LogNoRoom(_log, path, fetched.St.Size);
+                }
+                return new OpenAnswer(Protocol.StatusTooBig, 0, fetched.St, []) { NoRoomNow = noRoom };
+            }
             if (fetched.Status != 0)
             {
                 outcome = fetched.Status;
@@ -281,6 +250,11 @@ internal sealed partial class NodeCache
             SetTimes(sink.TempPath, fetched.St);
             MirrorFiles.Check(Interop.Libc.Rename(sink.TempPath, local), "rename", local);
             sink.TempPath = null;
+            if (sink.Charged is long charged)
+            {
+                Mirrored(path, charged, Charge(fetched.St.Size));
+                sink.Charged = null;
+            }
             bool changed = AdoptVersion(path, fetched.St);
             outcome = 0;
             return new OpenAnswer(0, OpenKind.File, fetched.St, PathBytes.Encode(local), changed);
@@ -297,6 +271,10 @@ internal sealed partial class NodeCache
             {
                 Interop.Libc.Unlink(sink.TempPath);
             }
+            if (sink.Charged is long unused)
+            {
+                Release(unused);
+            }
             if (transfer != null)
             {
                 transfer.Finish(outcome);
@@ -306,14 +284,41 @@ internal sealed partial class NodeCache
     }
 
     /// <summary>Writes a fetched file into a temporary file next to its mirror place, and feeds the transfer.</summary>
-    private sealed class MirrorSink(string local, Transfer? transfer) : IFetchSink
+    private sealed class MirrorSink(string local, Transfer? transfer, long budget, Func<long, bool>? reserve) : IFetchSink
     {
         private FileStream? _stream;
 
         public string? TempPath { get; set; }
 
+        /// <summary>Bytes taken from the budget for this file, until it is in the mirror or given back.</summary>
+        public long? Charged { get; set; }
+
+        /// <summary>Not kept here: false when larger than the budget, true when the budget is taken by files in use.</summary>
+        public bool? NoRoom { get; private set; }
+
         public ValueTask BeginAsync(CopperStat st, long size, CancellationToken ct)
         {
+            if (reserve != null)
+            {
+                long charge = Charge(size);
+                if (charge > budget)
+                {
+                    NoRoom = false;
+                }
+                else if (!reserve(charge))
+                {
+                    NoRoom = true;
+                }
+                else
+                {
+                    Charged = charge;
+                }
+            }
+            if (NoRoom != null)
+            {
+                transfer?.Begin(st, size);
+                return ValueTask.CompletedTask;
+            }
             string dir = Path.GetDirectoryName(local)!;
             MirrorFiles.CreateDirectory(dir);
             string temp = Path.Combine(dir, ".copper-tmp-" + Guid.NewGuid().ToString("N"));
@@ -329,7 +334,10 @@ internal sealed partial class NodeCache
 
         public async ValueTask ChunkAsync(ReadOnlyMemory<byte> raw, WireChunk? wire, CancellationToken ct)
         {
-            await _stream!.WriteAsync(raw, ct);
+            if (_stream != null)
+            {
+                await _stream.WriteAsync(raw, ct);
+            }
             if (transfer is { Streaming: true })
             {
                 transfer.Add(wire ?? ChunkCodec.Encode(raw.Span));
