@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 packages=(gcc g++ make cmake mpich libmpich-dev fuse3 libfuse3-dev python3 python3-dev python3-numpy strace util-linux iproute2 procps bc openssh-server
-  slurmctld slurmd slurm-client munge lmod tcl8.6)
+  slurmctld slurmd slurm-client munge lmod tcl8.6 python3-pip python3-venv python3-setuptools)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
   for p in "${packages[@]}"; do

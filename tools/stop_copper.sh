@@ -9,6 +9,8 @@
 # to the pid in agent.pid, waits up to 5 s, then SIGKILL; then removes the socket, the
 # ready and pid files, the directory and the cache directory named in `cache-dir`; last,
 # the launch's lock and recorded options once no agent directory of the prefix is left.
+# Before it stops anything, it prints the job's summary on stderr and writes it as JSON to
+# <log dir>/copper-summary.<host>.json (`copper summary`; COPPER_NO_SUMMARY=1 skips it).
 # Exit status: 0 done; 1 something could not be stopped or removed; 2 bad options.
 #
 # The agent binary is `copper-agent` next to this script (COPPER_AGENT=/path overrides
@@ -253,13 +255,38 @@ remove_cache() {
     rm -rf -- "$c" || { note "error: cannot remove cache dir $c"; status=1; }
 }
 
-unmount_prefix
+# --------------------------------------------------------------- job summary
+
+# The job's numbers (`copper summary`: the root's job-wide stats), taken while the agents
+# still run: printed on stderr and written to <log dir>/copper-summary.<host>.json (the log
+# dir the launch recorded, -d). Bounded (10 s) and never a reason for stop to fail.
+job_summary() {
+    local cli=${COPPER_CLI:-$script_dir/copper} logs='' line host
+    [[ -x $cli ]] || { note "no job summary: $cli not found"; return 0; }
+    if [[ -r $runtime_dir/.$base.options ]]; then
+        while IFS= read -r line; do
+            if [[ $line == '-d '/* ]]; then logs=${line#-d }; fi
+        done 2>/dev/null <"$runtime_dir/.$base.options" || true
+    fi
+    [[ -n $logs ]] || logs=/tmp/copper-logs-$(id -u)
+    host=$(hostname -s 2>/dev/null) || host=${HOSTNAME:-localhost}
+    if [[ ! -d $logs || ! -O $logs ]]; then
+        note "no job summary file: log dir $logs is missing or not $(id -un)'s"
+        timeout -k 1 10 "$cli" summary -v "$prefix" >&2 </dev/null || true
+        return 0
+    fi
+    timeout -k 1 10 "$cli" summary -v "$prefix" --json "$logs/copper-summary.$host.json" >&2 </dev/null ||
+        note "the job summary is incomplete or missing (copper summary exit $?)"
+}
 
 present=()
 for d in "${dirs[@]}"; do
     if [[ -e $d ]]; then present+=("$d"); fi
 done
 found=${#present[@]}
+((found == 0)) || [[ ${COPPER_NO_SUMMARY:-} == 1 ]] || job_summary || true
+
+unmount_prefix
 ((found == 0)) || stop_dirs "${present[@]}"
 
 # The MPI job's launcher (mpiexec) started by launch_copper.sh on this machine: it ends

@@ -35,17 +35,27 @@ internal sealed class Counters
     private long _degraded;
     private long _evictions;
     private long _bytesEvicted;
-    private long _mirrorBytes;
+    private long _mirrorHeld;
     private long _mirrorHighWater;
 
     /// <summary>The mirror's budget in bytes (0: none set).</summary>
     public long MirrorBudget { get; set; }
+    private long _control;
+    private long _mirrorFiles;
+    private long _mirrorBytes;
+
+    // When this agent started (Unix seconds): a constant, so an idle agent's counters stay
+    // unchanged (TreeStats reports only what changed); the job's duration is computed from it.
+    private readonly long _started = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
     public void Pfs(PfsOp op) => Interlocked.Increment(ref _pfs[(int)op]);
 
     public void AddPfsBytes(long n) => Interlocked.Add(ref _pfsBytes, n);
 
     public void Request() => Interlocked.Increment(ref _requests);
+
+    /// <summary>A request about the agent itself (ping, stats, manifest), counted in requests too.</summary>
+    public void Control() => Interlocked.Increment(ref _control);
 
     public void Hit() => Interlocked.Increment(ref _hits);
 
@@ -84,12 +94,19 @@ internal sealed class Counters
     /// <summary>The mirror now holds (or has reserved) <paramref name="bytes"/>.</summary>
     public void MirrorSize(long bytes)
     {
-        Interlocked.Exchange(ref _mirrorBytes, bytes);
+        Interlocked.Exchange(ref _mirrorHeld, bytes);
         long high;
         while (bytes > (high = Interlocked.Read(ref _mirrorHighWater))
             && Interlocked.CompareExchange(ref _mirrorHighWater, bytes, high) != high)
         {
         }
+    }
+
+    /// <summary>A file materialized in the mirror (a file replaced by a newer version counts again).</summary>
+    public void Mirrored(long bytes)
+    {
+        Interlocked.Increment(ref _mirrorFiles);
+        Interlocked.Add(ref _mirrorBytes, bytes);
     }
 
     public long PfsTotal
@@ -120,6 +137,7 @@ internal sealed class Counters
             w.WriteStartObject();
             w.WriteNumber("node", node);
             w.WriteNumber("requests", Interlocked.Read(ref _requests));
+            w.WriteNumber("control_requests", Interlocked.Read(ref _control));
             w.WriteNumber("cache_hits", Interlocked.Read(ref _hits));
             w.WriteNumber("cache_misses", Interlocked.Read(ref _misses));
             w.WriteNumber("coalesced", Interlocked.Read(ref _coalesced));
@@ -133,12 +151,15 @@ internal sealed class Counters
             w.WriteNumber("parent_timeouts", Interlocked.Read(ref _parentTimeouts));
             w.WriteNumber("degraded", Interlocked.Read(ref _degraded));
             w.WriteNumber("mirror_budget", MirrorBudget);
-            w.WriteNumber("mirror_bytes", Interlocked.Read(ref _mirrorBytes));
+            w.WriteNumber("mirror_held_bytes", Interlocked.Read(ref _mirrorHeld));
             w.WriteNumber("mirror_high_water", Interlocked.Read(ref _mirrorHighWater));
             w.WriteNumber("evictions", Interlocked.Read(ref _evictions));
             w.WriteNumber("bytes_evicted", Interlocked.Read(ref _bytesEvicted));
             w.WriteNumber("pfs_bytes", Interlocked.Read(ref _pfsBytes));
             w.WriteNumber("pfs_ops", PfsTotal);
+            w.WriteNumber("mirror_files", Interlocked.Read(ref _mirrorFiles));
+            w.WriteNumber("mirror_bytes", Interlocked.Read(ref _mirrorBytes));
+            w.WriteNumber("started_unix", _started);
             w.WriteStartObject("pfs_ops_by_kind");
             foreach (PfsOp op in Enum.GetValues<PfsOp>())
             {

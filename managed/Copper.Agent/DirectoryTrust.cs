@@ -62,7 +62,18 @@ internal static class DirectoryTrust
     {
         try
         {
-            Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            // One level at a time: Directory.CreateDirectory gives the mode only to the last
+            // directory, and a missing one above it (the default cache root
+            // /tmp/copper-cache-<uid>) would let other users list what is below.
+            var missing = new Stack<string>();
+            for (string? d = Path.GetFullPath(dir); d != null && !Directory.Exists(d); d = Path.GetDirectoryName(d))
+            {
+                missing.Push(d);
+            }
+            while (missing.TryPop(out string? d))
+            {
+                Directory.CreateDirectory(d, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            }
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

@@ -255,6 +255,7 @@ internal sealed partial class NodeCache
                 Mirrored(path, charged, Charge(fetched.St.Size));
                 sink.Charged = null;
             }
+            _counters.Mirrored(fetched.St.Size);
             bool changed = AdoptVersion(path, fetched.St);
             outcome = 0;
             return new OpenAnswer(0, OpenKind.File, fetched.St, PathBytes.Encode(local), changed);

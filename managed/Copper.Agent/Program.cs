@@ -115,7 +115,7 @@ namespace Copper.Agent
             var local = new LocalFileSystemUpstream(counters, trace, o.Prefix, o.Mount) { Recorder = recorder };
             var progress = new ReplayProgress();
             using var replayStop = new CancellationTokenSource();
-            Manifest? manifest = rank == 0 ? LoadManifest(o, progress) : null;
+            Manifest? manifest = rank == 0 ? ManifestJob.Load(o, progress) : null;
             ReplayTree? replayTree = null;
             NodeCache cache;
             if (mpi != null)
@@ -154,7 +154,7 @@ namespace Copper.Agent
             {
                 server = new LocalServer(o.SocketPath, cache, counters, log, rank, ConnectionBudget(), TimeSpan.FromSeconds(o.IdleTimeoutSeconds))
                 {
-                    SaveManifest = file => SaveManifest(o, recorder, file),
+                    SaveManifest = file => ManifestJob.Save(o, recorder, file),
                 };
             }
             catch (System.Net.Sockets.SocketException ex)
@@ -212,7 +212,7 @@ namespace Copper.Agent
                     File.WriteAllText(readyFile, "");
                     if (manifest != null)
                     {
-                        _ = ReplayAloneAsync(new Replayer(cache, progress, o.ReplayConcurrency), manifest, o.ReplayMaxEntries, progress, replayStop.Token);
+                        _ = ManifestJob.ReplayAloneAsync(new Replayer(cache, progress, o.ReplayConcurrency), manifest, o.ReplayMaxEntries, progress, replayStop.Token);
                     }
                     else if (o.Manifest != null)
                     {
@@ -227,7 +227,7 @@ namespace Copper.Agent
             fuse?.Dispose();
             if (o.Manifest != null && recorder.Count > 0)
             {
-                (int status, string said) = SaveManifest(o, recorder, o.Manifest);
+                (int status, string said) = ManifestJob.Save(o, recorder, o.Manifest);
                 (status == 0 ? Console.Out : Console.Error).WriteLine($"copper-agent: node {rank}: {said}");
             }
             try
@@ -278,69 +278,6 @@ namespace Copper.Agent
                 }
             }
             return (int)Math.Clamp((long)Math.Min(rl.Cur, int.MaxValue) - 512, 64, LocalServer.DefaultMaxConnections);
-        }
-
-        /// <summary>
-        /// The manifest to replay (--manifest), read on the node that replays it; null when there
-        /// is none or it cannot be used, and then a line says why (the launch goes on without replay).
-        /// </summary>
-        private static Manifest? LoadManifest(AgentOptions o, ReplayProgress progress)
-        {
-            if (o.Manifest == null)
-            {
-                return null;
-            }
-            if (!File.Exists(o.Manifest))
-            {
-                progress.Message = $"{o.Manifest} does not exist yet: nothing to replay; this job's record is written there at stop";
-                Console.Out.WriteLine($"copper-agent: manifest {progress.Message}");
-                return null;
-            }
-            Manifest? m = Manifest.TryRead(o.Manifest, o.Prefix, out string why);
-            if (m == null || m.Entries.Count == 0)
-            {
-                progress.State = "skipped";
-                progress.Message = $"manifest {o.Manifest} not replayed: {(m == null ? why : "it has no entries")}";
-                Console.Error.WriteLine($"copper-agent: {progress.Message}; launching without replay (this job's record replaces it at stop)");
-                return null;
-            }
-            if (m.Entries.Count > o.ReplayMaxEntries)
-            {
-                progress.Message = $"manifest {o.Manifest} has {m.Entries.Count} entries: replaying the first {o.ReplayMaxEntries} (--replay-max-entries)";
-                Console.Error.WriteLine($"copper-agent: {progress.Message}");
-            }
-            Console.Out.WriteLine($"copper-agent: replaying {Math.Min(m.Entries.Count, o.ReplayMaxEntries)} entries of {o.Manifest}");
-            return m;
-        }
-
-        /// <summary>A lone agent (no tree) replays into its own cache.</summary>
-        private static async Task ReplayAloneAsync(Replayer replayer, Manifest m, int max, ReplayProgress progress, CancellationToken ct)
-        {
-            try
-            {
-                await Task.Run(() => replayer.RunAsync(Replayer.ItemsOf(m.Entries, max), m.Entries, null, ct), ct);
-                Console.Out.WriteLine($"copper-agent: replay at the root done: {progress.Done} entries ({progress.Changed} changed, {progress.Vanished} vanished), {progress.Bytes} bytes of files, {progress.Seconds:0.000} s");
-                Console.Out.WriteLine("copper-agent: replay done on all 1 nodes");
-                Console.Out.Flush();
-            }
-            catch (OperationCanceledException)
-            {
-            }
-        }
-
-        /// <summary>Merges this agent's record into <paramref name="file"/>: 0 or an errno, and a line for the user.</summary>
-        private static (int Status, string Message) SaveManifest(AgentOptions o, ManifestRecorder recorder, string file)
-        {
-            try
-            {
-                List<ManifestEntry> mine = recorder.Snapshot();
-                int total = Manifest.Save(file, o.Prefix, mine, out string note);
-                return (0, $"manifest {file}: {total} entries ({mine.Count} recorded by this agent){(note.Length > 0 ? "; " + note : "")}");
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
-                return (13 /* EACCES */, $"cannot write the manifest {file}: {ex.Message}");
-            }
         }
 
         /// <summary>Marks this node ready once it joined its trees; the root of tree 0 says when all have, then starts the replay.</summary>

@@ -2,6 +2,8 @@
 //   copper stats  [-v PREFIX] [--json]   counters of every agent of PREFIX on this machine, and
 //                                        where the root of an MPI job runs here, of every node
 //                                        of the job (its last report, its age, "silent")
+//   copper stats --watch [SECONDS] [--count N]   the job's live numbers, refreshed (Watch.cs)
+//   copper summary [-v PREFIX] [--json FILE]     the job's numbers once, as stop_copper.sh prints them
 //   copper status [-v PREFIX]            which agents run, and their place in the tree
 //   copper manifest save [-v PREFIX] FILE   merge what the root agent asked the file system into FILE
 //   copper verify [-v PREFIX] -- CMD...  calls of CMD that missed Copper (Verify.cs)
@@ -23,7 +25,7 @@ internal static partial class Cli
     [
         "requests", "cache_hits", "cache_misses", "coalesced", "forwarded_up", "child_requests",
         "bytes_from_parent", "bytes_to_children", "pfs_ops", "pfs_bytes", "degraded",
-        "mirror_bytes", "mirror_high_water", "evictions", "bytes_evicted",
+        "mirror_held_bytes", "mirror_high_water", "evictions", "bytes_evicted",
     ];
 
     public static int Run(string[] args)
@@ -42,8 +44,14 @@ internal static partial class Cli
         {
             return Verify(args[1..]);
         }
+        if (command == "summary")
+        {
+            return Summary(args[1..]);
+        }
         string prefix = DefaultPrefix();
         bool json = false;
+        double? watch = null;
+        int count = 0;
         for (int i = 1; i < args.Length; i++)
         {
             switch (args[i])
@@ -53,6 +61,26 @@ internal static partial class Cli
                     break;
                 case "--json":
                     json = true;
+                    break;
+                case "--watch":
+                    watch = 2;
+                    if (i + 1 < args.Length && double.TryParse(args[i + 1], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double seconds))
+                    {
+                        if (seconds is < 0.1 or > 86400)
+                        {
+                            Console.Error.WriteLine($"copper: --watch: the interval must be 0.1 to 86400 seconds, got '{args[i + 1]}'");
+                            return 2;
+                        }
+                        watch = seconds;
+                        i++;
+                    }
+                    break;
+                case "--count" when i + 1 < args.Length:
+                    if (!int.TryParse(args[++i], NumberStyles.None, CultureInfo.InvariantCulture, out count) || count < 1)
+                    {
+                        Console.Error.WriteLine($"copper: --count: a positive number of frames, got '{args[i]}'");
+                        return 2;
+                    }
                     break;
                 default:
                     Console.Error.WriteLine($"copper: unknown argument '{args[i]}'");
@@ -67,10 +95,24 @@ internal static partial class Cli
             Usage(Console.Error);
             return 2;
         }
+        if ((watch != null || count > 0) && (command != "stats" || json || watch == null))
+        {
+            Console.Error.WriteLine("copper: --watch (and --count) go with 'copper stats' only, without --json");
+            return 2;
+        }
+        if (watch is double interval)
+        {
+            return Watch(prefix, interval, count);
+        }
         List<(string Dir, JsonDocument? Stats, string? Error)> agents = Query(prefix);
         if (agents.Count == 0)
         {
             Console.Error.WriteLine($"copper: no agent for {prefix} on this machine (runtime dir {RuntimeDir()})");
+            return 1;
+        }
+        if (agents.Count == 1 && agents[0].Dir == RuntimeDir() && agents[0].Error is { } unreadable)
+        {
+            Console.Error.WriteLine($"copper: no agent for {prefix} reachable: {unreadable}");
             return 1;
         }
         int rc = agents.Any(a => a.Stats == null) ? 1 : 0;
@@ -92,6 +134,11 @@ internal static partial class Cli
     private static void Usage(TextWriter w)
     {
         w.WriteLine("usage: copper stats  [-v PREFIX] [--json]   counters per node and in total (every node of the job where its root runs)");
+        w.WriteLine("       copper stats  [-v PREFIX] --watch [SECONDS] [--count N]");
+        w.WriteLine("                     the job's live numbers every SECONDS (default 2): per node hit ratio, requests/s,");
+        w.WriteLine("                     bytes over the tree, file-system operations and what they saved, degraded answers,");
+        w.WriteLine("                     mirror size; q or Ctrl-C stops; not on a terminal, plain frames; N frames and exit");
+        w.WriteLine("       copper summary [-v PREFIX] [--json FILE]   the job's numbers once (what stop_copper.sh prints), and as JSON");
         w.WriteLine("       copper status [-v PREFIX]            agents running for PREFIX and their tree places");
         w.WriteLine("       copper manifest save [-v PREFIX] FILE   merge the job's manifest (what this machine's root agent");
         w.WriteLine("                                    asked the file system) into FILE; replay it with launch_copper.sh -m FILE");
@@ -176,23 +223,30 @@ internal static partial class Cli
         string runtime = RuntimeDir();
         string hash = Places.PrefixHash(prefix);
         var dirs = new List<(int Node, string Dir)>();
-        if (Directory.Exists(runtime))
+        var result = new List<(string, JsonDocument?, string?)>();
+        string[] found = [];
+        try
         {
-            foreach (string d in Directory.GetDirectories(runtime, hash + "*"))
+            found = Directory.Exists(runtime) ? Directory.GetDirectories(runtime, hash + "*") : [];
+        }
+        catch (Exception ex) when (ex is UnauthorizedAccessException or IOException)
+        {
+            // Another user's runtime directory (COPPER_RUNTIME_DIR pointed at it) is closed to us.
+            result.Add((runtime, null, $"cannot read the runtime dir: {ex.Message}"));
+        }
+        foreach (string d in found)
+        {
+            string name = Path.GetFileName(d);
+            if (name == hash)
             {
-                string name = Path.GetFileName(d);
-                if (name == hash)
-                {
-                    dirs.Add((0, d));
-                }
-                else if (name.StartsWith(hash + ".n", StringComparison.Ordinal) && int.TryParse(name.AsSpan(hash.Length + 2), NumberStyles.None, CultureInfo.InvariantCulture, out int k))
-                {
-                    dirs.Add((k, d));
-                }
+                dirs.Add((0, d));
+            }
+            else if (name.StartsWith(hash + ".n", StringComparison.Ordinal) && int.TryParse(name.AsSpan(hash.Length + 2), NumberStyles.None, CultureInfo.InvariantCulture, out int k))
+            {
+                dirs.Add((k, d));
             }
         }
         dirs.Sort((a, b) => a.Node.CompareTo(b.Node));
-        var result = new List<(string, JsonDocument?, string?)>();
         foreach ((_, string dir) in dirs)
         {
             try
@@ -403,7 +457,7 @@ internal static partial class Cli
                         continue; // listed as nodes
                     }
                     p.WriteTo(w);
-                    if (p.Value.ValueKind == JsonValueKind.Number && p.Value.TryGetInt64(out long v) && p.Name is not ("node" or "rank" or "nodes" or "trees" or "fanout"))
+                    if (p.Value.ValueKind == JsonValueKind.Number && p.Value.TryGetInt64(out long v) && p.Name is not ("node" or "rank" or "nodes" or "trees" or "fanout" or "started_unix"))
                     {
                         total[p.Name] = total.GetValueOrDefault(p.Name) + v;
                     }
