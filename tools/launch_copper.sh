@@ -68,6 +68,9 @@ usage: $PROG [options]
   -t log_type       file | file_and_stdout (stdout_and_file)          [file]
   -T trees          number of trees, positive integer                  [1]
   -M max_bytes      largest file Copper caches; suffix K, M, G = 1024^n [10485760]
+  -C budget         most bytes the node's mirror holds; K, M, G, or N% of the cache
+                    directory's file system size; least recently used files go first
+                    [25% of that file system's free space at start]
   -s sleeptime      longest wait for readiness, seconds               [20]
   -b physcpubind    cores to pin the agent to (taskset list); "" = none [48-51]
   -v prefix         the Copper prefix (mount point)                   [/tmp/\$USER/copper]
@@ -182,6 +185,7 @@ log_level=6
 log_type="file"
 trees=1
 max_bytes=10485760
+cache_budget=  # empty: the agent's default
 sleeptime=20
 physcpubind=48-51
 user=${USER:-}
@@ -224,7 +228,7 @@ done
 set -- ${args[@]+"${args[@]}"}
 
 OPTIND=1
-while getopts ':l:t:T:M:s:b:v:d:c:n:H:F:P:m:h' opt; do
+while getopts ':l:t:T:M:C:s:b:v:d:c:n:H:F:P:m:h' opt; do
     case $opt in
         l) [[ $OPTARG =~ ^[1-6]$ ]] || die_usage "-l: log level must be 1..6, got '$OPTARG'"
            log_level=$OPTARG ;;
@@ -245,6 +249,20 @@ while getopts ':l:t:T:M:s:b:v:d:c:n:H:F:P:m:h' opt; do
                ((max_bytes > 0)) || die_usage "-M: size must be positive, got '$OPTARG'"
            else
                die_usage "-M: size must be a positive integer with optional K/M/G, got '$OPTARG'"
+           fi ;;
+        C) if [[ $OPTARG =~ ^([0-9]{1,15})([KkMmGg]?)$ ]]; then
+               cache_budget=$((10#${BASH_REMATCH[1]}))
+               case ${BASH_REMATCH[2]} in
+                   K | k) cache_budget=$((cache_budget * 1024)) ;;
+                   M | m) cache_budget=$((cache_budget * 1024 * 1024)) ;;
+                   G | g) cache_budget=$((cache_budget * 1024 * 1024 * 1024)) ;;
+               esac
+               ((cache_budget > 0)) || die_usage "-C: budget must be positive, got '$OPTARG'"
+           elif [[ $OPTARG =~ ^([0-9]{1,3})%$ ]] && ((10#${BASH_REMATCH[1]} >= 1 && 10#${BASH_REMATCH[1]} <= 100)); then
+               # Each agent takes the percentage of its own node's cache file system.
+               cache_budget="$((10#${BASH_REMATCH[1]}))%"
+           else
+               die_usage "-C: budget must be a positive size with optional K/M/G, or 1%..100%, got '$OPTARG'"
            fi ;;
         s) [[ $OPTARG =~ ^[0-9]{1,9}(\.[0-9]{1,3})?$ ]] ||
                die_usage "-s: sleeptime must be a number of seconds, got '$OPTARG'"
@@ -386,6 +404,9 @@ launch_options() {
         p=${p%.}
     fi
     printf -- '-l %s\n-t %s\n-T %s\n-M %s\n' "$log_level" "$log_type" "$trees" "$(human_bytes "$max_bytes")"
+    if [[ -z $cache_budget ]]; then printf -- '-C (default)\n'
+    elif [[ $cache_budget == *% ]]; then printf -- '-C %s\n' "$cache_budget"
+    else printf -- '-C %s\n' "$(human_bytes "$cache_budget")"; fi
     printf -- '-b %s\n-d %s\n-c %s\n' "${physcpubind:-none}" "$log_dir" "${cache_dir:-(default)}"
     case $mode in
         single) printf 'one agent (no -n)\n' ;;
@@ -451,6 +472,8 @@ fi
 # FUSE: mount the prefix when /dev/fuse is usable (root mounts directly; others need
 # fusermount3). A mount left by an agent that was killed is removed first.
 mount_opt=()
+budget_opt=()
+[[ -z $cache_budget ]] || budget_opt=(--cache-budget "$cache_budget")
 mount_escaped() { # /proc/mounts escapes space, tab, newline and backslash as octal
     local p=${1//\\/\\134}
     p=${p// /\\040}
@@ -515,6 +538,7 @@ start_local_agent() {
     out=$(agent_out "$k")
     cmd=("$agent" --prefix "$prefix" --log-level "$log_level" --log-type "$log_type"
         --log-dir "$log_dir" --max-cacheable-bytes "$max_bytes" --trees "$trees"
+        ${budget_opt[@]+"${budget_opt[@]}"}
         ${mount_opt[@]+"${mount_opt[@]}"} ${replay_opts[@]+"${replay_opts[@]}"})
     if ((${#mount_opt[@]})); then clear_stale_mount "$(mount_point_of "$k")"; fi
     cmd+=(${nopt[@]+"${nopt[@]}"})
@@ -703,6 +727,7 @@ start_mpi_job() {
     fi
     cmd=("$agent" --mpi --prefix "$prefix" --log-level "$log_level" --log-type "$log_type"
         --log-dir "$log_dir" --max-cacheable-bytes "$max_bytes" --trees "$trees"
+        ${budget_opt[@]+"${budget_opt[@]}"}
         ${mount_opt[@]+"${mount_opt[@]}"})
     if ((${#mount_opt[@]})); then
         for k in "${node_ids[@]}"; do check_mount_point "$(mount_point_of "$k")"; done

@@ -14,6 +14,15 @@ internal sealed class AgentOptions
     public string LogDir { get; private set; } = "";
     public long MaxCacheableBytes { get; private set; } = 10L * 1024 * 1024;
     public int Trees { get; private set; } = 1;
+
+    /// <summary>--cache-budget in bytes; 0 when given as a percentage or not at all.</summary>
+    public long CacheBudgetBytes { get; private set; }
+
+    /// <summary>--cache-budget as a percentage of the cache file system's size; 0 when not.</summary>
+    public int CacheBudgetPercent { get; private set; }
+
+    /// <summary>Without --cache-budget: this share of the cache file system's free space at start.</summary>
+    public const int DefaultBudgetPercentOfFree = 25;
     public int Node { get; set; }
     public bool PrintSocket { get; private set; }
     public bool Mpi { get; private set; }
@@ -48,6 +57,28 @@ internal sealed class AgentOptions
         Environment.GetEnvironmentVariable("TMPDIR") is { Length: > 0 } t ? t : "/tmp",
         "copper-cache-" + Interop.Libc.GetUid().ToString(CultureInfo.InvariantCulture),
         Path.GetFileName(NodeDir));
+
+    /// <summary>
+    /// The mirror's budget in bytes for a mirror in <paramref name="dir"/>: --cache-budget, a
+    /// percentage of its file system's size, or by default a share of that file system's free
+    /// space now (a node-local /tmp is often memory: the rest stays for the application).
+    /// </summary>
+    public long CacheBudgetFor(string dir)
+    {
+        if (CacheBudgetBytes > 0)
+        {
+            return CacheBudgetBytes;
+        }
+        if (Interop.Fuse.Statvfs(dir, out Interop.Fuse.StatVfs v) != 0)
+        {
+            throw new IOException($"statvfs {dir} failed (errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()})");
+        }
+        ulong unit = v.Frsize != 0 ? v.Frsize : v.Bsize;
+        ulong bytes = CacheBudgetPercent > 0
+            ? v.Blocks * unit / 100 * (ulong)CacheBudgetPercent
+            : v.Bavail * unit / 100 * DefaultBudgetPercentOfFree;
+        return (long)Math.Min(Math.Max(bytes, 1UL), long.MaxValue);
+    }
 
     /// <summary>Parses <paramref name="args"/>; returns null and an error message on bad input.</summary>
     public static AgentOptions? Parse(string[] args, out string error)
@@ -95,6 +126,14 @@ internal sealed class AgentOptions
                 case "--max-cacheable-bytes" when long.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out long m) && m > 0:
                     o.MaxCacheableBytes = m;
                     break;
+                case "--cache-budget" when v.EndsWith('%') && int.TryParse(v[..^1], NumberStyles.None, CultureInfo.InvariantCulture, out int pc) && pc is >= 1 and <= 100:
+                    o.CacheBudgetPercent = pc;
+                    o.CacheBudgetBytes = 0;
+                    break;
+                case "--cache-budget" when long.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out long cb) && cb > 0:
+                    o.CacheBudgetBytes = cb;
+                    o.CacheBudgetPercent = 0;
+                    break;
                 case "--trees" when int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int t) && t > 0:
                     o.Trees = t;
                     break;
@@ -134,7 +173,7 @@ internal sealed class AgentOptions
                 case "--manifest" or "--replay-concurrency" or "--replay-max-entries":
                     error = $"bad value for {a}: '{v}'";
                     return null;
-                case "--idle-timeout" or "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node" or "--fanout" or "--parent-timeout" or "--mount" or "--fuse-timeout":
+                case "--cache-budget" or "--idle-timeout" or "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node" or "--fanout" or "--parent-timeout" or "--mount" or "--fuse-timeout":
                     error = $"bad value for {a}: '{v}'";
                     return null;
                 default:

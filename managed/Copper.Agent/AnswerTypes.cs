@@ -19,4 +19,9 @@ internal sealed record DirAnswer(int Status, IReadOnlyList<DirEntry> Entries);
 /// its stat, and the metadata now describes the bytes materialized (a kernel that cached the
 /// old attributes must be told).
 /// </summary>
-internal sealed record OpenAnswer(int Status, OpenKind Kind, CopperStat St, byte[] LocalPath, bool Changed = false);
+/// <see cref="NoRoomNow"/>: "too big" only because the mirror's budget is taken by files in use
+/// now; a later open may find room.
+internal sealed record OpenAnswer(int Status, OpenKind Kind, CopperStat St, byte[] LocalPath, bool Changed = false)
+{
+    public bool NoRoomNow { get; init; }
+}

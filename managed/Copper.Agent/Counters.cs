@@ -33,6 +33,13 @@ internal sealed class Counters
     private long _bytesToChildren;
     private long _parentTimeouts;
     private long _degraded;
+    private long _evictions;
+    private long _bytesEvicted;
+    private long _mirrorHeld;
+    private long _mirrorHighWater;
+
+    /// <summary>The mirror's budget in bytes (0: none set).</summary>
+    public long MirrorBudget { get; set; }
     private long _control;
     private long _mirrorFiles;
     private long _mirrorBytes;
@@ -76,6 +83,24 @@ internal sealed class Counters
 
     /// <summary>An answer read from the real file system because the parent could not give it.</summary>
     public void Degraded() => Interlocked.Increment(ref _degraded);
+
+    /// <summary>A materialized file removed from the mirror to make room.</summary>
+    public void Evicted(long bytes)
+    {
+        Interlocked.Increment(ref _evictions);
+        Interlocked.Add(ref _bytesEvicted, bytes);
+    }
+
+    /// <summary>The mirror now holds (or has reserved) <paramref name="bytes"/>.</summary>
+    public void MirrorSize(long bytes)
+    {
+        Interlocked.Exchange(ref _mirrorHeld, bytes);
+        long high;
+        while (bytes > (high = Interlocked.Read(ref _mirrorHighWater))
+            && Interlocked.CompareExchange(ref _mirrorHighWater, bytes, high) != high)
+        {
+        }
+    }
 
     /// <summary>A file materialized in the mirror (a file replaced by a newer version counts again).</summary>
     public void Mirrored(long bytes)
@@ -125,6 +150,11 @@ internal sealed class Counters
             w.WriteNumber("bytes_to_children", Interlocked.Read(ref _bytesToChildren));
             w.WriteNumber("parent_timeouts", Interlocked.Read(ref _parentTimeouts));
             w.WriteNumber("degraded", Interlocked.Read(ref _degraded));
+            w.WriteNumber("mirror_budget", MirrorBudget);
+            w.WriteNumber("mirror_held_bytes", Interlocked.Read(ref _mirrorHeld));
+            w.WriteNumber("mirror_high_water", Interlocked.Read(ref _mirrorHighWater));
+            w.WriteNumber("evictions", Interlocked.Read(ref _evictions));
+            w.WriteNumber("bytes_evicted", Interlocked.Read(ref _bytesEvicted));
             w.WriteNumber("pfs_bytes", Interlocked.Read(ref _pfsBytes));
             w.WriteNumber("pfs_ops", PfsTotal);
             w.WriteNumber("mirror_files", Interlocked.Read(ref _mirrorFiles));

@@ -153,16 +153,12 @@ internal sealed unsafe class FuseOps : IDisposable
         {
             return EROFS;
         }
-        int err = FileOf(ino, out string? file);
-        if (err != 0)
-        {
-            return err;
-        }
         if (_noOpen)
         {
-            return ENOSYS;
+            int known = FileOf(ino, out _);
+            return known != 0 ? known : ENOSYS;
         }
-        err = OpenRead(file!, out SafeFileHandle? h);
+        int err = OpenByInode(ino, out SafeFileHandle? h);
         if (err != 0)
         {
             return err;
@@ -191,11 +187,7 @@ internal sealed unsafe class FuseOps : IDisposable
         if (fh == 0)
         {
             // No-open mode: the file by inode, opened for this read only.
-            int err = FileOf(ino, out string? file);
-            if (err == 0)
-            {
-                err = OpenRead(file!, out opened);
-            }
+            int err = OpenByInode(ino, out opened);
             if (err != 0)
             {
                 return err;
@@ -400,6 +392,28 @@ internal sealed unsafe class FuseOps : IDisposable
         if (a.Changed && _staleTold.TryAdd(ino, 0))
         {
             _forgetAttributes(ino);
+        }
+    }
+
+    /// <summary>
+    /// Opens the file to read for <paramref name="ino"/>. A mirror copy evicted between the answer
+    /// and the open is gone (ENOENT): the next answer materializes it again, or names the real file.
+    /// </summary>
+    private int OpenByInode(ulong ino, out SafeFileHandle? h)
+    {
+        h = null;
+        for (int attempt = 0; ; attempt++)
+        {
+            int err = FileOf(ino, out string? file);
+            if (err != 0)
+            {
+                return err;
+            }
+            err = OpenRead(file!, out h);
+            if (err != ENOENT || attempt == 1)
+            {
+                return err;
+            }
         }
     }
 

@@ -39,6 +39,9 @@ internal sealed partial class NodeCache
 
     public long MaxBytes => _maxBytes;
 
+    /// <summary>Most bytes the mirror holds (files counted in whole 4 KiB blocks, as they occupy them).</summary>
+    public long Budget { get; init; } = long.MaxValue;
+
     /// <summary>
     /// True on an agent with children: a file being fetched keeps its encoded chunks while in
     /// flight (files up to <see cref="PipelineLimit"/>), so children get chunk i while chunk i+1
@@ -98,7 +101,10 @@ internal sealed partial class NodeCache
             _counters.Hit();
             return Task.FromResult(new OpenAnswer(absent, 0, default, []));
         }
-        return GetOrFetch(_open, path, p => MaterializeAsync(p, ct), a => a.Status >= 0 || a.Status == Protocol.StatusTooBig);
+        TouchMirrored(path);
+        // "Too big" stands when the file is larger than -M or the budget; not when the mirror is
+        // full of open files for now.
+        return GetOrFetch(_open, path, p => MaterializeAsync(p, ct), a => a.Status >= 0 || (a.Status == Protocol.StatusTooBig && !a.NoRoomNow));
     }
 
     /// <summary>
@@ -205,12 +211,23 @@ internal sealed partial class NodeCache
         {
             _transfers[path] = transfer;
         }
-        var sink = new MirrorSink(local, transfer);
+        // Room in the budget is made once the size is known, before a byte is written; a file
+        // that cannot fit is still relayed to children waiting for it, but not kept here.
+        var sink = new MirrorSink(local, transfer, Budget, Budget == long.MaxValue ? null : Reserve);
         int outcome = Protocol.StatusFallback;
         try
         {
             FetchAnswer fetched = await _upstream.FetchAsync(path, _maxBytes, sink, ct);
             await sink.CloseAsync();
+            if (fetched.Status == 0 && sink.NoRoom is { } noRoom)
+            {
+                outcome = 0;
+                if (noRoom)
+                {
+                    LogNoRoom(_log, path, fetched.St.Size);
+                }
+                return new OpenAnswer(Protocol.StatusTooBig, 0, fetched.St, []) { NoRoomNow = noRoom };
+            }
             if (fetched.Status != 0)
             {
                 outcome = fetched.Status;
@@ -233,6 +250,11 @@ internal sealed partial class NodeCache
             SetTimes(sink.TempPath, fetched.St);
             MirrorFiles.Check(Interop.Libc.Rename(sink.TempPath, local), "rename", local);
             sink.TempPath = null;
+            if (sink.Charged is long charged)
+            {
+                Mirrored(path, charged, Charge(fetched.St.Size));
+                sink.Charged = null;
+            }
             _counters.Mirrored(fetched.St.Size);
             bool changed = AdoptVersion(path, fetched.St);
             outcome = 0;
@@ -250,6 +272,10 @@ internal sealed partial class NodeCache
             {
                 Interop.Libc.Unlink(sink.TempPath);
             }
+            if (sink.Charged is long unused)
+            {
+                Release(unused);
+            }
             if (transfer != null)
             {
                 transfer.Finish(outcome);
@@ -259,14 +285,41 @@ internal sealed partial class NodeCache
     }
 
     /// <summary>Writes a fetched file into a temporary file next to its mirror place, and feeds the transfer.</summary>
-    private sealed class MirrorSink(string local, Transfer? transfer) : IFetchSink
+    private sealed class MirrorSink(string local, Transfer? transfer, long budget, Func<long, bool>? reserve) : IFetchSink
     {
         private FileStream? _stream;
 
         public string? TempPath { get; set; }
 
+        /// <summary>Bytes taken from the budget for this file, until it is in the mirror or given back.</summary>
+        public long? Charged { get; set; }
+
+        /// <summary>Not kept here: false when larger than the budget, true when the budget is taken by files in use.</summary>
+        public bool? NoRoom { get; private set; }
+
         public ValueTask BeginAsync(CopperStat st, long size, CancellationToken ct)
         {
+            if (reserve != null)
+            {
+                long charge = Charge(size);
+                if (charge > budget)
+                {
+                    NoRoom = false;
+                }
+                else if (!reserve(charge))
+                {
+                    NoRoom = true;
+                }
+                else
+                {
+                    Charged = charge;
+                }
+            }
+            if (NoRoom != null)
+            {
+                transfer?.Begin(st, size);
+                return ValueTask.CompletedTask;
+            }
             string dir = Path.GetDirectoryName(local)!;
             MirrorFiles.CreateDirectory(dir);
             string temp = Path.Combine(dir, ".copper-tmp-" + Guid.NewGuid().ToString("N"));
@@ -282,7 +335,10 @@ internal sealed partial class NodeCache
 
         public async ValueTask ChunkAsync(ReadOnlyMemory<byte> raw, WireChunk? wire, CancellationToken ct)
         {
-            await _stream!.WriteAsync(raw, ct);
+            if (_stream != null)
+            {
+                await _stream.WriteAsync(raw, ct);
+            }
             if (transfer is { Streaming: true })
             {
                 transfer.Add(wire ?? ChunkCodec.Encode(raw.Span));
@@ -348,6 +404,9 @@ internal sealed partial class NodeCache
             throw;
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "no room in the mirror's budget for {Path} ({Size} bytes; the rest is open): served from the real path")]
+    private static partial void LogNoRoom(ILogger logger, string path, long size);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "could not materialize {Path}: {Reason}")]
     private static partial void LogMaterializeFailed(ILogger logger, string path, string reason);

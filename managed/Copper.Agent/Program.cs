@@ -98,7 +98,17 @@ namespace Copper.Agent
                 return 1;
             }
 
-            var counters = new Counters();
+            long budget;
+            try
+            {
+                budget = o.CacheBudgetFor(mirror);
+            }
+            catch (IOException ex)
+            {
+                Console.Error.WriteLine($"copper-agent: {ex.Message}");
+                return 1;
+            }
+            var counters = new Counters { MirrorBudget = budget };
             using PfsTrace? trace = o.PfsTraceDir == null ? null : OpenTrace(o.PfsTraceDir, node);
             // Every question this agent asks the file system is recorded: the job's manifest.
             var recorder = new ManifestRecorder();
@@ -117,7 +127,7 @@ namespace Copper.Agent
                 var peers = new TreePeers(mpi, topo, counters, log);
                 var patience = TimeSpan.FromSeconds(o.ParentTimeoutSeconds);
                 var child = new TreeChild(peers, local, patience);
-                cache = new NodeCache(child, counters, log, mirror, o.MaxCacheableBytes) { Pipelines = TreePeers.HasChildren(topo, mpi.Rank) };
+                cache = new NodeCache(child, counters, log, mirror, o.MaxCacheableBytes) { Budget = budget, Pipelines = TreePeers.HasChildren(topo, mpi.Rank) };
                 var stats = new TreeStats(peers, patience, child.ParentDown);
                 tree = new TreeNode(peers, child, new TreeParent(peers, cache, patience) { ReplayLane = o.ReplayConcurrency }, new TreeMembership(peers), stats);
                 counters.Describe = tree.DescribeTo;
@@ -127,7 +137,7 @@ namespace Copper.Agent
             }
             else
             {
-                cache = new NodeCache(local, counters, log, mirror, o.MaxCacheableBytes);
+                cache = new NodeCache(local, counters, log, mirror, o.MaxCacheableBytes) { Budget = budget };
             }
             counters.Describe += progress.DescribeTo;
             using var stop = tree == null ? new CancellationTokenSource() : CancellationTokenSource.CreateLinkedTokenSource(tree.Membership.ShutdownRequested);

@@ -197,6 +197,14 @@ internal sealed partial class TreeParent : IDisposable
         // Relay the node's complete copy.
         // By the bytes the path stands for: File.OpenHandle would re-encode a name that is not UTF-8.
         int fd = Interop.Libc.Open(cache.LocalPathOf(path), Interop.Libc.O_RDONLY | Interop.Libc.O_CLOEXEC, 0);
+        if (fd < 0 && Interop.Libc.Errno == Interop.Libc.ENOENT)
+        {
+            // Evicted between the answer and this open: the next answer materializes it again.
+            a = await cache.OpenAsync(path, ct);
+            fd = a is { Status: 0, Kind: OpenKind.File }
+                ? Interop.Libc.Open(cache.LocalPathOf(path), Interop.Libc.O_RDONLY | Interop.Libc.O_CLOEXEC, 0)
+                : -1;
+        }
         if (fd < 0)
         {
             await peers.Send(child, TreeWire.FetchReply(id, Protocol.StatusFallback, 0, a.St, 0));
