@@ -95,7 +95,7 @@ internal static partial class Cli
             t.ToChildren += Num(e, "bytes_to_children");
             t.Degraded += Num(e, "degraded");
             t.MirrorFiles += Num(e, "mirror_files");
-            t.MirrorBytes += Num(e, "mirror_bytes");
+            t.MirrorBytes += Num(e, "mirror_held_bytes");
             if (Num(e, "started_unix") is > 0 and long started)
             {
                 t.Started = Math.Min(t.Started, started);
@@ -180,7 +180,7 @@ internal static partial class Cli
             }
             string rate = before != null && Rate(e, before, s) is double r ? string.Create(CultureInfo.InvariantCulture, $"{r:0.0}") : "-";
             sb.Append(CultureInfo.InvariantCulture,
-                $"{Num(e, "node"),-6}{age,6}{JobRequests(e),11}{rate,9}{Percent(HitRatio(e)),8}{Bytes(Num(e, "bytes_from_parent")),12}{Bytes(Num(e, "bytes_to_children")),12}{Num(e, "pfs_ops"),9}{Num(e, "degraded"),9}{Bytes(Num(e, "mirror_bytes")),9}");
+                $"{Num(e, "node"),-6}{age,6}{JobRequests(e),11}{rate,9}{Percent(HitRatio(e)),8}{Bytes(Num(e, "bytes_from_parent")),12}{Bytes(Num(e, "bytes_to_children")),12}{Num(e, "pfs_ops"),9}{Num(e, "degraded"),9}{Bytes(Num(e, "mirror_held_bytes")),9}");
             sb.Append(Silent(e) ? "  silent\n" : "\n");
         }
         string total = t.Rate is double tr ? string.Create(CultureInfo.InvariantCulture, $"{tr:0.0}") : "-";
@@ -339,7 +339,7 @@ internal static partial class Cli
         sb.Append(CultureInfo.InvariantCulture, $"  file system    {t.Pfs} operations, {Bytes(t.PfsBytes)} read; direct would have made about {t.Requests} (saved {t.Saved})\n");
         sb.Append(CultureInfo.InvariantCulture, $"  over the tree  {Bytes(t.FromParent)} from parents, {Bytes(t.ToChildren)} to children\n");
         sb.Append(CultureInfo.InvariantCulture, $"  degraded       {t.Degraded} answers read from the file system (parent unreachable)\n");
-        sb.Append(CultureInfo.InvariantCulture, $"  mirror         {t.MirrorFiles} files, {Bytes(t.MirrorBytes)} over all nodes\n");
+        sb.Append(CultureInfo.InvariantCulture, $"  mirror         {Bytes(t.MirrorBytes)} held over all nodes ({t.MirrorFiles} files copied in)\n");
         foreach ((string dir, JsonDocument? stats, string? error) in s.Agents)
         {
             if (stats == null)
@@ -411,7 +411,7 @@ internal static partial class Cli
             w.WriteNumber("bytes_to_children", t.ToChildren);
             w.WriteNumber("degraded", t.Degraded);
             w.WriteNumber("mirror_files", t.MirrorFiles);
-            w.WriteNumber("mirror_bytes", t.MirrorBytes);
+            w.WriteNumber("mirror_held_bytes", t.MirrorBytes);
             w.WriteStartArray("per_node");
             foreach (JsonElement e in s.Nodes)
             {
@@ -427,7 +427,7 @@ internal static partial class Cli
                 {
                     w.WriteNumber("requests", JobRequests(e));
                     foreach (string c in (string[])["cache_hits", "cache_misses", "coalesced", "pfs_ops", "pfs_bytes",
-                        "bytes_from_parent", "bytes_to_children", "degraded", "mirror_files", "mirror_bytes"])
+                        "bytes_from_parent", "bytes_to_children", "degraded", "mirror_files", "mirror_bytes", "mirror_held_bytes", "mirror_high_water", "evictions", "bytes_evicted"])
                     {
                         w.WriteNumber(c, Num(e, c));
                     }

@@ -83,7 +83,7 @@ public class StatsWatchTests
         Assert.True(Num(s, "pfs_ops") > 0, s.ToString());
         Assert.True(Num(s, "requests") > 0, s.ToString());
         Assert.True(Num(s, "bytes_from_parent") > 0, s.ToString());
-        Assert.True(Num(s, "mirror_bytes") > 0, s.ToString());
+        Assert.True(Num(s, "mirror_held_bytes") > 0, s.ToString());
         Assert.Equal(Num(s, "requests"), Num(s, "direct_ops_estimate"));
         Assert.Equal(Math.Max(0, Num(s, "requests") - Num(s, "pfs_ops")), Num(s, "pfs_ops_saved"));
         Assert.True(s.GetProperty("duration_s").GetInt64() >= 0);
