@@ -108,19 +108,9 @@ for n in $(seq 1 "$max"); do printf 'node%s\n' $(seq 1 "$n") >"$lus/hosts.$n"; d
 model_pid=$!
 for _ in $(seq 200); do [[ -e $lus/model.json ]] && grep -q " $pfs " /proc/mounts && break; sleep 0.05; done
 grep -q " $pfs " /proc/mounts || { echo "cluster_bench.sh: the PFS model did not mount" >&2; cat "$lus/model.out" >&2; exit 1; }
-# The model rewrites its counts every 200 ms; a loaded machine can delay that, so read until
-# two readings 0.3 s apart agree (the job being counted has finished; at most about 6 s).
-model_ops() {
-    local a b i
-    a=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["metadata_ops"])' "$lus/model.json")
-    for ((i = 0; i < 20; i++)); do
-        sleep 0.3
-        b=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["metadata_ops"])' "$lus/model.json")
-        [[ $a == "$b" ]] && break
-        a=$b
-    done
-    printf '%s\n' "$b"
-}
+# shellcheck source=model-count.sh
+source "$here/tools/bench/model-count.sh"
+model_ops() { model_ops_of "$lus/model.json"; }
 
 launch() { # NODES OPTION...: agents on nodes 1..NODES, exports in $lus/exports
     local n=$1; shift

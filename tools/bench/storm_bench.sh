@@ -94,19 +94,9 @@ model_pid=$!
 for _ in $(seq 100); do [[ -e $work/model.json ]] && grep -q " $mnt " /proc/mounts && break; sleep 0.05; done
 grep -q " $mnt " /proc/mounts || { echo "storm_bench.sh: the PFS model did not mount" >&2; cat "$work/model.out" >&2; exit 1; }
 
-# The model rewrites its counts every 200 ms; a loaded machine can delay that, so read until
-# two readings 0.3 s apart agree (the job being counted has finished; at most about 6 s).
-model_ops() {
-    local a b i
-    a=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["metadata_ops"])' "$work/model.json")
-    for ((i = 0; i < 20; i++)); do
-        sleep 0.3
-        b=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["metadata_ops"])' "$work/model.json")
-        [[ $a == "$b" ]] && break
-        a=$b
-    done
-    printf '%s\n' "$b"
-}
+# shellcheck source=model-count.sh
+source "$here/tools/bench/model-count.sh"
+model_ops() { model_ops_of "$work/model.json"; }
 now() { date +%s.%N; }
 
 # run_ranks NODES MODE WORKLOAD -> seconds until the slowest rank is done (all start at once)
