@@ -52,9 +52,6 @@ internal sealed partial class NodeCache
     /// <summary>Largest file relayed chunk by chunk while in flight; larger ones are relayed once complete.</summary>
     public long PipelineLimit { get; set; } = 256L << 20;
 
-    /// <summary>The transfer of <paramref name="path"/> in progress here, if any.</summary>
-    public Transfer? InFlight(string path) => _transfers.TryGetValue(path, out Transfer? t) ? t : null;
-
     public Task<StatAnswer> StatAsync(string path, bool follow, CancellationToken ct)
     {
         if (AbsentFromParentListing(path) is int absent and not 0)
@@ -215,6 +212,7 @@ internal sealed partial class NodeCache
         // that cannot fit is still relayed to children waiting for it, but not kept here.
         var sink = new MirrorSink(local, transfer, Budget, Budget == long.MaxValue ? null : Reserve);
         int outcome = Protocol.StatusFallback;
+        bool materialized = false;
         try
         {
             FetchAnswer fetched = await _upstream.FetchAsync(path, _maxBytes, sink, ct);
@@ -258,6 +256,7 @@ internal sealed partial class NodeCache
             _counters.Mirrored(fetched.St.Size);
             bool changed = AdoptVersion(path, fetched.St);
             outcome = 0;
+            materialized = true;
             return new OpenAnswer(0, OpenKind.File, fetched.St, PathBytes.Encode(local), changed);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
@@ -279,6 +278,10 @@ internal sealed partial class NodeCache
             if (transfer != null)
             {
                 transfer.Finish(outcome);
+                if (materialized)
+                {
+                    KeepFinished(path, transfer);
+                }
                 _transfers.TryRemove(new KeyValuePair<string, Transfer>(path, transfer));
             }
         }
@@ -429,6 +432,9 @@ internal sealed class Transfer(long streamLimit)
 
     public bool Streaming { get; private set; }
 
+    /// <summary>Bytes of the encoded chunks held.</summary>
+    public long WireBytes { get; private set; }
+
     public CopperStat St { get; private set; }
 
     public long Size { get; private set; }
@@ -450,6 +456,7 @@ internal sealed class Transfer(long streamLimit)
         lock (_lock)
         {
             _chunks.Add(chunk);
+            WireBytes += chunk.Wire.Length;
             old = _changed;
             _changed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         }
