@@ -9,14 +9,20 @@
 #           (every rank at once, as soon as the launch returns), the warm run, the requests
 #           the cold run sent up the tree from the nodes that are not the root.
 # The ratio that matters: replayed cold / warm at the same node count.
+# Workloads: numpy (`import numpy`), pynamic, dataset, and torch (`import torch`, Debian's
+# python3-torch: run only where /usr/lib/python3/dist-packages/torch exists, skipped with a
+# line otherwise).
 #
-#   replay_bench.sh [--nodes "1 2 4 8 16"] [--ranks R] [--workloads "numpy pynamic dataset"]
-#                   [--service-us US] [--metadata-servers S] [--out DIR]
+#   replay_bench.sh [--nodes "1 2 4 8 16"] [--ranks R] [--workloads "numpy pynamic dataset torch"]
+#                   [--service-us US] [--metadata-servers S] [--cache-dir DIR] [--out DIR]
 #
-# Writes DIR/replay-<UTC date>.json (default DIR: bench/results); tools/bench/report.py puts
-# its table into REPORT.md.
+# --cache-dir puts the simulated nodes' mirrors under DIR (launch_copper.sh -c; default: the
+# agent's, under $TMPDIR or /tmp). Writes DIR/replay-<UTC date>-<workloads>.json (default DIR:
+# bench/results); tools/bench/report.py puts its tables into REPORT.md (for each workload, the
+# newest file that has it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
+command="tools/bench/replay_bench.sh$(printf " %q" "$@")"
 bin=$here/out/bin
 py=/usr/bin/python3
 nodes_list="1 2 4 8 16"
@@ -24,7 +30,9 @@ ranks=2
 workloads="numpy"
 service_us=200
 servers=8
+cache_dir=
 out_dir=$here/bench/results
+torch_site=/usr/lib/python3/dist-packages
 while (($#)); do
     case $1 in
         --nodes) nodes_list=$2; shift 2 ;;
@@ -32,6 +40,7 @@ while (($#)); do
         --workloads) workloads=$2; shift 2 ;;
         --service-us) service_us=$2; shift 2 ;;
         --metadata-servers) servers=$2; shift 2 ;;
+        --cache-dir) cache_dir=$2; shift 2 ;;
         --out) out_dir=$2; shift 2 ;;
         *) echo "replay_bench.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -51,8 +60,27 @@ cleanup() {
 }
 trap cleanup EXIT
 
+if [[ " $workloads " == *" torch "* && ! -d $torch_site/torch ]]; then
+    echo "replay_bench.sh: torch skipped: $torch_site/torch does not exist (Debian: apt-get install python3-torch)" >&2
+    workloads=$(tr ' ' '\n' <<<"$workloads" | grep -vx torch | paste -sd ' ')
+fi
+[[ -n ${workloads// /} ]] || { echo "replay_bench.sh: no workload to run" >&2; exit 0; }
+
 mkdir -p "$src/pkgs" "$src/data"
 cp -a /usr/lib/python3/dist-packages/numpy "$src/pkgs/"
+if [[ " $workloads " == *" torch "* ]]; then
+    # torch and what `import torch` loads beyond the standard library and numpy (found with
+    # python3 -X importtime and by the modules' files), as an environment on a PFS holds them:
+    # Debian's torch/lib entries are relative symlinks to /usr/lib/x86_64-linux-gnu, which
+    # would dangle in the copy, so the copy gets the libraries themselves (a wheel's torch/lib
+    # does too); links that dangle in Debian's tree stay as they are.
+    for p in torch typing_extensions.py six.py astunparse; do
+        [[ ! -e $torch_site/$p ]] || cp -a "$torch_site/$p" "$src/pkgs/"
+    done
+    for l in "$torch_site"/torch/lib/*; do
+        if [[ -L $l && -e $l ]]; then cp --remove-destination "$(readlink -f "$l")" "$src/pkgs/torch/lib/${l##*/}"; fi
+    done
+fi
 [[ " $workloads " != *" dataset "* ]] || "$py" - "$src/data" 1000 <<'PY'
 import os, sys
 root, per = sys.argv[1], max(1, int(sys.argv[2]) // 20)
@@ -66,6 +94,7 @@ PY
 [[ " $workloads " != *" pynamic "* ]] || "$py" "$here/tools/bench/pynamic_gen.py" "$src/pynamic" --modules 300 --extensions 50 --libraries 10 >/dev/null
 printf 'import pynamic_pkg.everything as e\nprint(e.TOTAL)\n' >"$work/do_pynamic.py"
 printf 'import numpy\nprint(float(numpy.arange(1000.0).sum()))\n' >"$work/do_import.py"
+printf 'import torch\nprint(float(torch.arange(1000.0).sum()))\n' >"$work/do_torch.py"
 cat >"$work/do_walk.py" <<'PY'
 import os, sys
 root, total = sys.argv[1], 0
@@ -95,6 +124,7 @@ run_ranks() {
         for ((r = 0; r < ranks; r++)); do
             case $wl in
                 numpy) arg=(env PYTHONPATH="$path/pkgs" "$py" "$work/do_import.py") ;;
+                torch) arg=(env PYTHONPATH="$path/pkgs" "$py" "$work/do_torch.py") ;;
                 pynamic) arg=(env PYTHONPATH="$path/pynamic" "$py" "$work/do_pynamic.py") ;;
                 *) arg=("$py" "$work/do_walk.py" "$path/data") ;;
             esac
@@ -107,16 +137,26 @@ run_ranks() {
     since "$s"
 }
 
+agents_cpu() { # -> seconds of CPU (user + system) the running agents have used so far
+    local f ticks=0
+    for f in $(find "$COPPER_RUNTIME_DIR" -name agent.pid 2>/dev/null); do
+        ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$(cat "$f")/stat" 2>/dev/null || echo 0)))
+    done
+    printf '%.2f\n' "$(echo "$ticks / $(getconf CLK_TCK)" | bc -l)"
+}
+
 stat_sum() { # counter -> its sum over the nodes that are not node 0
     "$bin/copper" stats -v "$prefix" --json | "$py" -c 'import json,sys; print(sum(e.get(sys.argv[1], 0) for e in json.load(sys.stdin)["nodes"] if e["node"] != 0))' "$1"
 }
 
 results=$work/results.jsonl
 : >"$results"
+load_start=$(cut -d' ' -f1 /proc/loadavg)
 for wl in $workloads; do
     for n in $nodes_list; do
         manifest=$work/$wl.$n.cpmf
         launch=("$bin/launch_copper.sh" -v "$prefix" -n "$n" -d "$work/logs" -s 60 -b none --no-fuse -m "$manifest")
+        [[ -z $cache_dir ]] || launch+=(-c "$cache_dir")
         # The job that records.
         before=$(model_ops)
         s=$(now); eval "$("${launch[@]}" 2>/dev/null)"; l=$(since "$s")
@@ -131,33 +171,39 @@ for wl in $workloads; do
         offset=$(stat -c %s "$out" 2>/dev/null || echo 0)
         before=$(model_ops)
         s=$(now); eval "$("${launch[@]}" --wait-replay 2>/dev/null)"; l=$(since "$s")
+        # The agents' CPU until every node has every entry (their start included): load on a
+        # shared machine stretches the times, not this.
+        cpu=$(agents_cpu)
         replayed=$(model_ops)
         text=$(tail -c "+$((offset + 1))" "$out")
         root_s=$(grep -a -o 'replay at the root done: .*, \([0-9.]*\) s' <<<"$text" | sed 's/.*, \([0-9.]*\) s$/\1/' | tail -n 1)
         all_ms=$("$bin/copper" stats -v "$prefix" --json | "$py" -c 'import json,sys; print(max(e.get("replay_ms", 0) for e in json.load(sys.stdin)["nodes"]))')
-        bytes=$("$bin/copper" stats -v "$prefix" --json | "$py" -c 'import json,sys; print(next(e.get("replay_bytes", 0) for e in json.load(sys.stdin)["nodes"] if e["node"] == 0))')
+        read -r bytes files < <("$bin/copper" stats -v "$prefix" --json | "$py" -c 'import json,sys; e = next(e for e in json.load(sys.stdin)["nodes"] if e["node"] == 0); print(e.get("replay_bytes", 0), e.get("replay_files", 0))')
         up0=$(stat_sum forwarded_up)
         c=$(run_ranks "$n" "$wl"); mid=$(model_ops)
         up1=$(stat_sum forwarded_up)
         sleep 1; w=$(run_ranks "$n" "$wl")
         "$bin/stop_copper.sh" -v "$prefix" >/dev/null 2>&1
-        printf '{"scenario":"replay","workload":"%s","nodes":%s,"ranks_per_node":%s,"launch_s":%s,"replay_root_s":%s,"replay_all_s":%s,"cold_s":%s,"warm_s":%s,"pfs_ops":%s,"pfs_ops_replay":%s,"forwarded_up_cold":%s,"replay_bytes":%s}\n' \
-            "$wl" "$n" "$ranks" "$l" "${root_s:-0}" "$(printf '%.4f' "$(echo "$all_ms / 1000" | bc -l)")" "$c" "$w" $((mid - before)) $((replayed - before)) $((up1 - up0)) "$bytes" >>"$results"
-        printf '  replay  %-8s %2s nodes x %s: launch %6.3f s  cold %6.3f s  warm %6.3f s  PFS ops %6s  (replay: root %s s, every node %s ms, %s ops; forwarded up in the cold run %s)\n' \
-            "$wl" "$n" "$ranks" "$l" "$c" "$w" $((mid - before)) "${root_s:-?}" "$all_ms" $((replayed - before)) $((up1 - up0)) >&2
+        printf '{"scenario":"replay","workload":"%s","nodes":%s,"ranks_per_node":%s,"launch_s":%s,"replay_root_s":%s,"replay_all_s":%s,"cold_s":%s,"warm_s":%s,"pfs_ops":%s,"pfs_ops_replay":%s,"forwarded_up_cold":%s,"replay_bytes":%s,"replay_files":%s,"replay_agents_cpu_s":%s}\n' \
+            "$wl" "$n" "$ranks" "$l" "${root_s:-0}" "$(printf '%.4f' "$(echo "$all_ms / 1000" | bc -l)")" "$c" "$w" $((mid - before)) $((replayed - before)) $((up1 - up0)) "$bytes" "$files" "$cpu" >>"$results"
+        printf '  replay  %-8s %2s nodes x %s: launch %6.3f s  cold %6.3f s  warm %6.3f s  PFS ops %6s  (replay: root %s s, every node %s ms, %s ops, agents CPU %s s; forwarded up in the cold run %s)\n' \
+            "$wl" "$n" "$ranks" "$l" "$c" "$w" $((mid - before)) "${root_s:-?}" "$all_ms" $((replayed - before)) "$cpu" $((up1 - up0)) >&2
     done
 done
 
 mkdir -p "$out_dir"
-out=$out_dir/replay-$(date -u +%F).json
-"$py" - "$results" "$out" "$service_us" "$servers" "$nodes_list" "$ranks" <<'PY'
+out=$out_dir/replay-$(date -u +%F)-$(tr ' ' '-' <<<"$(echo $workloads)").json
+"$py" - "$results" "$out" "$service_us" "$servers" "$nodes_list" "$ranks" "$cache_dir" "$load_start" "$(cut -d' ' -f1 /proc/loadavg)" \
+    "$command" <<'PY'
 import json, os, platform, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 doc = {
-    "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
+    "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+                "loadavg_start": float(sys.argv[8]), "loadavg_end": float(sys.argv[9])},
     "parameters": {"pfs_service_us": float(sys.argv[3]), "metadata_servers": int(sys.argv[4]),
-                   "nodes": [int(x) for x in sys.argv[5].split()], "ranks_per_node": int(sys.argv[6]), "replay_concurrency": 32},
-    "command": "tools/bench/replay_bench.sh",
+                   "nodes": [int(x) for x in sys.argv[5].split()], "ranks_per_node": int(sys.argv[6]), "replay_concurrency": 32,
+                   "cache_dir": sys.argv[7] or "the agent's default: $TMPDIR or /tmp"},
+    "command": sys.argv[10],
     "results": rows,
 }
 json.dump(doc, open(sys.argv[2], "w"), indent=1)
