@@ -17,9 +17,9 @@
 #                   [--service-us US] [--metadata-servers S] [--cache-dir DIR] [--out DIR]
 #
 # --cache-dir puts the simulated nodes' mirrors under DIR (launch_copper.sh -c; default: the
-# agent's, under $TMPDIR or /tmp). Writes DIR/replay-<UTC date>-<workloads>.json (default DIR:
-# bench/results); tools/bench/report.py puts its tables into REPORT.md (for each workload, the
-# newest file that has it).
+# agent's, under $TMPDIR or /tmp). Writes DIR/replay-<UTC date>T<HHMM>-<workloads>.json
+# (default DIR: bench/results); tools/bench/report.py puts its tables into REPORT.md (for each
+# workload, the newest file that has it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 command="tools/bench/replay_bench.sh$(printf " %q" "$@")"
@@ -192,12 +192,13 @@ for wl in $workloads; do
 done
 
 mkdir -p "$out_dir"
-out=$out_dir/replay-$(date -u +%F)-$(tr ' ' '-' <<<"$(echo $workloads)").json
+out=$out_dir/replay-$(date -u +%FT%H%M)-$(tr ' ' '-' <<<"$(echo $workloads)").json
 "$py" - "$results" "$out" "$service_us" "$servers" "$nodes_list" "$ranks" "$cache_dir" "$load_start" "$(cut -d' ' -f1 /proc/loadavg)" \
     "$command" <<'PY'
-import json, os, platform, sys
+import datetime, json, os, platform, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 doc = {
+    "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
     "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
                 "loadavg_start": float(sys.argv[8]), "loadavg_end": float(sys.argv[9])},
     "parameters": {"pfs_service_us": float(sys.argv[3]), "metadata_servers": int(sys.argv[4]),

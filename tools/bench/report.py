@@ -92,24 +92,48 @@ def number(text, regex):
     return float(m.group(1)) if m else None
 
 
-def replay_section(doc, source, plots):
-    """The replay bench's table and goals: cold with a replayed manifest against warm."""
-    rows = doc["results"]
-    p = doc["parameters"]
+def replay_docs(results):
+    """For each workload, the newest replay results that have it: {workload: (doc, path)}. A
+    run of some workloads (replay-<date>-<workloads>.json) leaves the others' rows as they were."""
+    def when(f):
+        doc = json.load(open(f))
+        m = re.search(r"replay-(\d{4}-\d{2}-\d{2})", os.path.basename(f))
+        return doc.get("finished_utc") or (m.group(1) + "T00:00:00" if m else "")
+    chosen = {}
+    for f in sorted(sorted(glob.glob(os.path.join(results, "replay-*.json"))), key=when):
+        doc = json.load(open(f))
+        for wl in {r["workload"] for r in doc["results"]}:
+            chosen[wl] = (doc, f)
+    return chosen
+
+
+def replay_section(chosen, out, plots):
+    """The replay bench's tables and goals: cold with a replayed manifest against warm."""
+    first = chosen.get("numpy", next(iter(chosen.values())))[0]
+    p = first["parameters"]
     md = ["## Re-running a job: replayed manifest", "",
-          f"`{doc['command']}` (raw data: `{source}`): Copper through the shim on the PFS model with {p['metadata_servers']} "
+          f"`tools/bench/replay_bench.sh`: Copper through the shim on the PFS model with {p['metadata_servers']} "
           f"metadata servers ({p['pfs_service_us']:.0f} µs per operation), {p['ranks_per_node']} ranks per node. At each node "
           "count one job records its manifest (`-m FILE`, cold and warm runs), the next replays it (`-m FILE --wait-replay`, "
           f"{p.get('replay_concurrency', 32)} operations in flight) and then runs cold and warm. \"replay\" is the launch's "
-          "wait for every node to have every entry; \"cold\" the first run after it.", ""]
-    for wl in sorted({r["workload"] for r in rows}):
+          "wait for every node to have every entry (the root's own part, and the longest of the nodes' own); \"agents' CPU\" "
+          "is the user + system time of all the agents until then, their start included (on a shared machine load stretches "
+          "the times, not this); \"cold\" is the first run after it.", ""]
+    for wl in sorted(chosen):
+        doc, path = chosen[wl]
+        rows, q, mach = doc["results"], doc["parameters"], doc["machine"]
+
         def get(sc, n):
             return next((r for r in rows if r["scenario"] == sc and r["workload"] == wl and r["nodes"] == n), None)
         ns = sorted({r["nodes"] for r in rows if r["workload"] == wl})
         md += [f"### {wl}", "",
-               "| nodes | shim cold s | shim warm s | cold / warm | replay s (root, every node) | replayed cold s | replayed warm s "
-               "| replayed cold / warm | PFS ops without / with replay | requests up in the replayed cold run |",
-               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+               f"`{doc['command']}`, raw data `{os.path.relpath(path, out) if out else path}`"
+               + (f"; mirrors in {q['cache_dir']}" if "cache_dir" in q else "")
+               + (f"; load average (1 min) at the start and end: {mach['loadavg_start']:.1f}, {mach['loadavg_end']:.1f} on "
+                  f"{mach['cores']} cores" if "loadavg_start" in mach else "") + ".", "",
+               "| nodes | shim cold s | shim warm s | cold / warm | replay s (root, every node) | agents' CPU s | replayed cold s "
+               "| replayed warm s | replayed cold / warm | PFS ops without / with replay | requests up in the replayed cold run |",
+               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         ratios, ops = [], []
         for n in ns:
             a, b = get("shim", n), get("replay", n)
@@ -118,11 +142,16 @@ def replay_section(doc, source, plots):
             ratios.append((n, b["cold_s"] / b["warm_s"], a["cold_s"] / a["warm_s"]))
             ops.append((n, a["pfs_ops"], b["pfs_ops"]))
             md.append(f"| {n} | {a['cold_s']:.3f} | {a['warm_s']:.3f} | {a['cold_s'] / a['warm_s']:.2f} | "
-                      f"{b['replay_root_s']:.3f}, {b['replay_all_s']:.3f} | {b['cold_s']:.3f} | {b['warm_s']:.3f} | "
+                      f"{b['replay_root_s']:.3f}, {b['replay_all_s']:.3f} | "
+                      + (f"{b['replay_agents_cpu_s']:.2f}" if "replay_agents_cpu_s" in b else "-")
+                      + f" | {b['cold_s']:.3f} | {b['warm_s']:.3f} | "
                       f"{b['cold_s'] / b['warm_s']:.2f} | {a['pfs_ops']} / {b['pfs_ops']} | {b['forwarded_up_cold']} |")
         entries = next((get("shim", n)["manifest_entries"] for n in ns if get("shim", n)), 0)
         size = next((get("shim", n)["manifest_bytes"] for n in ns if get("shim", n)), 0)
-        md += ["", f"- Manifest: {entries} entries, {size} bytes.",
+        last = get("replay", ns[-1]) or {}
+        brought = (f" (the replay brings {last['replay_files']} files, {last['replay_bytes'] / 1e6:.1f} MB, to every node)"
+                   if "replay_files" in last else "")
+        md += ["", f"- Manifest: {entries} entries, {size} bytes{brought}.",
                "- Cold with a replayed manifest / warm (goal ≤ 1.3): " + ", ".join(f"{n}: {x:.2f}" for n, x, _ in ratios)
                + "; without replay: " + ", ".join(f"{n}: {y:.2f}" for n, _, y in ratios) + ".",
                "- PFS operations with replay ≤ without, flat in nodes: " + ", ".join(f"{n}: {b} ≤ {a}" for n, a, b in ops)
@@ -284,10 +313,10 @@ def main():
 
     # Re-running a job (tools/bench/replay_bench.sh)
     replay_doc = None
-    replay_files = sorted(glob.glob(os.path.join(results, "replay-*.json")))
-    if replay_files:
-        replay_doc = json.load(open(replay_files[-1]))
-        md += replay_section(replay_doc, os.path.relpath(replay_files[-1], out) if out else replay_files[-1], plots)
+    chosen = replay_docs(results)
+    if chosen:
+        replay_doc = chosen.get("numpy", (None, None))[0]
+        md += replay_section(chosen, out, plots)
 
     # Projection
     r1 = row("direct", "numpy", nodes[0])
