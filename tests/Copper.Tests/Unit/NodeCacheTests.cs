@@ -508,4 +508,60 @@ public sealed class NodeCacheTests : IDisposable
         Assert.Equal(2, _up.Calls("fetch", "/lus/g"));
         Assert.Empty(Directory.GetFileSystemEntries(_mirror + "/lus"));
     }
+
+    [Fact]
+    public async Task AnInteriorNodeKeepsTheChunksOfFilesItJustReceivedUpToItsBound()
+    {
+        // Random bytes: LZ4 cannot shrink them, so each 1,000-byte chunk is 1,000 bytes on the wire.
+        var rng = new Random(5);
+        byte[] a = new byte[3000], b = new byte[3000];
+        rng.NextBytes(a);
+        rng.NextBytes(b);
+        _up.Serve("/lus/a.so", File(30, a.Length, 1), a);
+        _up.Serve("/lus/b.so", File(31, b.Length, 1), b);
+        var interior = new NodeCache(_up, _counters, NullLogger.Instance, _mirror, maxBytes: 1 << 20) { Pipelines = true, RelayKeepBytes = 5000 };
+
+        Assert.Equal(0, (await interior.OpenAsync("/lus/a.so", default)).Status);
+        // Done here, and still there for a child that asks now: the chunks as they came.
+        Transfer? kept = interior.InFlight("/lus/a.so");
+        Assert.NotNull(kept);
+        Assert.True(await kept.Header);
+        Assert.Equal(0, kept.Status);
+        Assert.Equal(File(30, a.Length, 1), kept.St);
+        var relayed = new List<byte>();
+        for (int i = 0; ; i++)
+        {
+            WireChunk? c = await kept.GetAsync(i, default);
+            if (c == null)
+            {
+                break;
+            }
+            relayed.AddRange(ChunkCodec.Decode(c)!);
+        }
+        Assert.Equal(a, relayed.ToArray());
+
+        // 3,000 + 3,000 bytes are more than the 5,000 kept: the oldest goes.
+        Assert.Equal(0, (await interior.OpenAsync("/lus/b.so", default)).Status);
+        Assert.NotNull(interior.InFlight("/lus/b.so"));
+        Assert.Null(interior.InFlight("/lus/a.so"));
+        Assert.Equal(1, _up.Calls("fetch", "/lus/a.so"));
+
+        // A leaf relays nothing and keeps nothing.
+        Assert.Equal(0, (await _cache.OpenAsync("/lus/a.so", default)).Status);
+        Assert.Null(_cache.InFlight("/lus/a.so"));
+    }
+
+    [Fact]
+    public async Task AnInteriorNodeKeepsNoChunksOfATransferCutShort()
+    {
+        _up.Fetch = async (_, _, sink) =>
+        {
+            await sink.BeginAsync(File(32, 10, 1), 10, default);
+            await sink.ChunkAsync("12345"u8.ToArray(), null, default);
+            return new FetchAnswer(Protocol.StatusFallback, 0, default);
+        };
+        var interior = new NodeCache(_up, _counters, NullLogger.Instance, _mirror, maxBytes: 1 << 20) { Pipelines = true };
+        Assert.Equal(Protocol.StatusFallback, (await interior.OpenAsync("/lus/h", default)).Status);
+        Assert.Null(interior.InFlight("/lus/h"));
+    }
 }
