@@ -32,7 +32,6 @@ service_us=200
 servers=8
 cache_dir=
 out_dir=$here/bench/results
-torch_site=/usr/lib/python3/dist-packages
 while (($#)); do
     case $1 in
         --nodes) nodes_list=$2; shift 2 ;;
@@ -60,27 +59,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ " $workloads " == *" torch "* && ! -d $torch_site/torch ]]; then
-    echo "replay_bench.sh: torch skipped: $torch_site/torch does not exist (Debian: apt-get install python3-torch)" >&2
-    workloads=$(tr ' ' '\n' <<<"$workloads" | grep -vx torch | paste -sd ' ')
-fi
+# shellcheck source=torch-env.sh
+source "$here/tools/bench/torch-env.sh"
+workloads=$(without_torch_unless_installed replay_bench.sh "$workloads")
 [[ -n ${workloads// /} ]] || { echo "replay_bench.sh: no workload to run" >&2; exit 0; }
 
 mkdir -p "$src/pkgs" "$src/data"
 cp -a /usr/lib/python3/dist-packages/numpy "$src/pkgs/"
-if [[ " $workloads " == *" torch "* ]]; then
-    # torch and what `import torch` loads beyond the standard library and numpy (found with
-    # python3 -X importtime and by the modules' files), as an environment on a PFS holds them:
-    # Debian's torch/lib entries are relative symlinks to /usr/lib/x86_64-linux-gnu, which
-    # would dangle in the copy, so the copy gets the libraries themselves (a wheel's torch/lib
-    # does too); links that dangle in Debian's tree stay as they are.
-    for p in torch typing_extensions.py six.py astunparse; do
-        [[ ! -e $torch_site/$p ]] || cp -a "$torch_site/$p" "$src/pkgs/"
-    done
-    for l in "$torch_site"/torch/lib/*; do
-        if [[ -L $l && -e $l ]]; then cp --remove-destination "$(readlink -f "$l")" "$src/pkgs/torch/lib/${l##*/}"; fi
-    done
-fi
+[[ " $workloads " != *" torch "* ]] || copy_torch "$src/pkgs"
 [[ " $workloads " != *" dataset "* ]] || "$py" - "$src/data" 1000 <<'PY'
 import os, sys
 root, per = sys.argv[1], max(1, int(sys.argv[2]) // 20)

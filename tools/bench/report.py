@@ -250,7 +250,7 @@ def main():
           "measured in the same run and the operation counts are what carry over.", ""]
 
     for wl, what in (("numpy", "`import numpy`"), ("pynamic", f"Pynamic-style package ({p.get('pynamic', '')})"),
-                     ("dataset", "dataset walk (scandir + read of every file)")):
+                     ("dataset", "dataset walk (scandir + read of every file)"), ("torch", "`import torch`")):
         if not any(r["workload"] == wl for r in rows):
             continue
         cold = [(lab, col, [(n, row(sc, wl, n)["cold_s"]) for n in nodes if row(sc, wl, n)]) for sc, lab, col in SCENARIOS]

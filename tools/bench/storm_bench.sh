@@ -11,13 +11,15 @@
 # Workloads: `import numpy`; a Pynamic-style generated package (tools/bench/pynamic_gen.py:
 # pure-Python modules, C extensions built with gcc now, shared libraries they link through
 # $ORIGIN), all imported; and a dataset walk (an ImageFolder-like tree every rank lists
-# with os.scandir and reads).
+# with os.scandir and reads); on request (--workloads "... torch"), `import torch` (Debian's
+# python3-torch, run only where it is installed, skipped with a line otherwise).
 #
 #   storm_bench.sh [--quick] [--nodes "1 2 4 8 16"] [--ranks R] [--service-us US]
-#                  [--out DIR] [--report DIR]
+#                  [--workloads "numpy pynamic dataset"] [--out DIR] [--report DIR]
 #
-# Writes DIR/storm-<UTC date>.json (default DIR: bench/results), prints a summary, and
-# writes REPORT.md with SVG plots (tools/bench/report.py) into --report (default bench/).
+# Writes DIR/storm-<UTC date>.json (default DIR: bench/results; with other workloads than the
+# default three, storm-<UTC date>-<workloads>.json), prints a summary, and writes REPORT.md
+# with SVG plots (tools/bench/report.py) into --report (default bench/) when numpy was run.
 # --quick (CI): nodes "1 2", 1 rank per node, 100 files; it checks nothing about time.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -28,6 +30,7 @@ ranks=2
 service_us=200
 out_dir=$here/bench/results
 quick=0
+workloads="numpy pynamic dataset"
 files=1000   # dataset files (20 classes)
 pyn=(--modules 300 --extensions 50 --libraries 10)
 report_dir=  # where REPORT.md and plots/ go (default: bench/, or --out with --quick)
@@ -37,6 +40,7 @@ while (($#)); do
         --nodes) nodes_list=$2; shift 2 ;;
         --ranks) ranks=$2; shift 2 ;;
         --service-us) service_us=$2; shift 2 ;;
+        --workloads) workloads=$2; shift 2 ;;
         --out) out_dir=$2; shift 2 ;;
         --report) report_dir=$2; shift 2 ;;
         *) echo "storm_bench.sh: unknown option $1" >&2; exit 2 ;;
@@ -60,6 +64,11 @@ trap cleanup EXIT
 # The workloads' files on the PFS: numpy (Debian's), and a dataset of 2,000 small files.
 mkdir -p "$src/pkgs" "$src/data"
 cp -a /usr/lib/python3/dist-packages/numpy "$src/pkgs/"
+# shellcheck source=torch-env.sh
+source "$here/tools/bench/torch-env.sh"
+workloads=$(without_torch_unless_installed storm_bench.sh "$workloads")
+[[ -n ${workloads// /} ]] || { echo "storm_bench.sh: no workload to run" >&2; exit 0; }
+[[ " $workloads " != *" torch "* ]] || copy_torch "$src/pkgs"
 "$py" - "$src/data" "$files" <<'PY'
 import os, sys
 root, per = sys.argv[1], max(1, int(sys.argv[2]) // 20)
@@ -78,6 +87,10 @@ PY
 cat >"$work/do_import.py" <<'PY'
 import numpy
 print(float(numpy.arange(1000.0).sum()))
+PY
+cat >"$work/do_torch.py" <<'PY'
+import torch
+print(float(torch.arange(1000.0).sum()))
 PY
 cat >"$work/do_walk.py" <<'PY'
 import os, sys
@@ -113,6 +126,7 @@ run_ranks() {
             esac
             case $wl in
                 numpy) arg=(env PYTHONPATH="$path/pkgs" "$py" "$work/do_import.py") ;;
+                torch) arg=(env PYTHONPATH="$path/pkgs" "$py" "$work/do_torch.py") ;;
                 pynamic) arg=(env PYTHONPATH="$path/pynamic" "$py" "$work/do_pynamic.py") ;;
                 *) arg=("$py" "$work/do_walk.py" "$path/data") ;;
             esac
@@ -150,7 +164,7 @@ record() { # scenario workload nodes cold_s warm_s pfs_ops tree_bytes rss_kb
 }
 
 for n in $nodes_list; do
-    for wl in numpy pynamic dataset; do
+    for wl in $workloads; do
         # the floor and the direct case (no agents)
         c=$(run_ranks "$n" local "$wl"); sleep 1; w=$(run_ranks "$n" local "$wl")
         record local "$wl" "$n" "$c" "$w" 0 0 0
@@ -170,6 +184,7 @@ done
 
 mkdir -p "$out_dir"
 out=$out_dir/storm-$(date -u +%F).json
+[[ $workloads == "numpy pynamic dataset" ]] || out=$out_dir/storm-$(date -u +%F)-$(tr ' ' '-' <<<"$workloads").json
 "$py" - "$results" "$out" "$service_us" "$quick" "$nodes_list" "$ranks" "$files" "${pyn[*]}" <<'PY'
 import json, os, platform, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -187,4 +202,8 @@ PY
 if [[ -z $report_dir ]]; then
     if ((quick)); then report_dir=$out_dir; else report_dir=$here/bench; fi
 fi
-"$py" "$here/tools/bench/report.py" "$out" --results "$out_dir" --out "$report_dir"
+if [[ " $workloads " == *" numpy "* ]]; then
+    "$py" "$here/tools/bench/report.py" "$out" --results "$out_dir" --out "$report_dir"
+else
+    echo "storm_bench.sh: no REPORT.md from this run (its goals and projection are numpy's)" >&2
+fi
