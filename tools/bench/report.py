@@ -93,21 +93,27 @@ def number(text, regex):
 
 
 def replay_docs(results):
-    """For each workload, the newest replay results that have it: {workload: (doc, path)}. A
-    run of some workloads (replay-<date>-<workloads>.json) leaves the others' rows as they were."""
+    """For each workload, the newest replay results that have it with the mirrors in the agent's
+    default place: {workload: (doc, path)} (a run of some workloads leaves the others' rows as
+    they were); and, apart, the newest of each other mirror place (--cache-dir):
+    {workload: {place: (doc, path)}}."""
     def when(f):
         doc = json.load(open(f))
         m = re.search(r"replay-(\d{4}-\d{2}-\d{2})", os.path.basename(f))
         return doc.get("finished_utc") or (m.group(1) + "T00:00:00" if m else "")
-    chosen = {}
+    chosen, elsewhere = {}, {}
     for f in sorted(sorted(glob.glob(os.path.join(results, "replay-*.json"))), key=when):
         doc = json.load(open(f))
+        place = doc["parameters"].get("cache_dir", "")
         for wl in {r["workload"] for r in doc["results"]}:
-            chosen[wl] = (doc, f)
-    return chosen
+            if place.startswith("the agent's default") or not place:
+                chosen[wl] = (doc, f)
+            else:
+                elsewhere.setdefault(wl, {})[place] = (doc, f)
+    return chosen, elsewhere
 
 
-def replay_section(chosen, out, plots):
+def replay_section(chosen, elsewhere, out, plots):
     """The replay bench's tables and goals: cold with a replayed manifest against warm."""
     first = chosen.get("numpy", next(iter(chosen.values())))[0]
     p = first["parameters"]
@@ -158,7 +164,15 @@ def replay_section(chosen, out, plots):
                + f" ({'yes' if all(b <= a for _, a, b in ops) else 'no'}).",
                f"- Replay until every node of {ns[-1]} has every entry: {get('replay', ns[-1])['replay_all_s']:.2f} s (goal < 1 s; "
                f"{ns[-1]} agents decoding and writing {ns[-1]} copies of the files on one 2-core machine), the root's own: "
-               f"{get('replay', ns[-1])['replay_root_s']:.2f} s.", ""]
+               f"{get('replay', ns[-1])['replay_root_s']:.2f} s"
+               + (f", the agents' CPU {last['replay_agents_cpu_s']:.2f} s" if "replay_agents_cpu_s" in last else "") + "."]
+        for place, (odoc, opath) in sorted(elsewhere.get(wl, {}).items()):
+            for r in sorted((r for r in odoc["results"] if r["workload"] == wl and r["scenario"] == "replay"), key=lambda r: r["nodes"]):
+                md.append(f"- With the mirrors in {place} (`{odoc['command']}`, raw data "
+                          f"`{os.path.relpath(opath, out) if out else opath}`, load average {odoc['machine'].get('loadavg_start', 0):.1f}): "
+                          f"replay to {r['nodes']} nodes {r['replay_root_s']:.2f} s at the root, {r['replay_all_s']:.2f} s every node, "
+                          f"agents' CPU {r.get('replay_agents_cpu_s', 0):.2f} s; replayed cold / warm {r['cold_s'] / r['warm_s']:.2f}.")
+        md.append("")
         if ratios:
             svg_lines(f"{wl}: cold / warm, with and without a replayed manifest", "simulated nodes", "cold / warm",
                       [("Copper, shim", "#1f77b4", [(n, y) for n, _, y in ratios]),
@@ -313,10 +327,10 @@ def main():
 
     # Re-running a job (tools/bench/replay_bench.sh)
     replay_doc = None
-    chosen = replay_docs(results)
+    chosen, elsewhere = replay_docs(results)
     if chosen:
         replay_doc = chosen.get("numpy", (None, None))[0]
-        md += replay_section(chosen, out, plots)
+        md += replay_section(chosen, elsewhere, out, plots)
 
     # Projection
     r1 = row("direct", "numpy", nodes[0])
