@@ -147,10 +147,12 @@ for wl in $workloads; do
         before=$(model_ops)
         s=$(now); eval "$("${launch[@]}" 2>/dev/null)"; l=$(since "$s")
         c=$(run_ranks "$n" "$wl"); mid=$(model_ops); sleep 1; w=$(run_ranks "$n" "$wl")
+        # The whole job's count too: the manifest holds what the job asked, warm run included.
+        job=$(model_ops)
         "$bin/stop_copper.sh" -v "$prefix" >/dev/null 2>&1
         entries=$("$py" -c 'import struct,sys; print(struct.unpack_from("<I", open(sys.argv[1],"rb").read(), 12)[0])' "$manifest")
-        printf '{"scenario":"shim","workload":"%s","nodes":%s,"ranks_per_node":%s,"launch_s":%s,"cold_s":%s,"warm_s":%s,"pfs_ops":%s,"manifest_entries":%s,"manifest_bytes":%s}\n' \
-            "$wl" "$n" "$ranks" "$l" "$c" "$w" $((mid - before)) "$entries" "$(stat -c %s "$manifest")" >>"$results"
+        printf '{"scenario":"shim","workload":"%s","nodes":%s,"ranks_per_node":%s,"launch_s":%s,"cold_s":%s,"warm_s":%s,"pfs_ops":%s,"pfs_ops_job":%s,"manifest_entries":%s,"manifest_bytes":%s}\n' \
+            "$wl" "$n" "$ranks" "$l" "$c" "$w" $((mid - before)) $((job - before)) "$entries" "$(stat -c %s "$manifest")" >>"$results"
         printf '  shim    %-8s %2s nodes x %s: launch %6.3f s  cold %6.3f s  warm %6.3f s  PFS ops %6s  (%s entries)\n' "$wl" "$n" "$ranks" "$l" "$c" "$w" $((mid - before)) "$entries" >&2
         # The job that replays.
         out=$work/logs/copper-mpiexec.$(hostname -s 2>/dev/null || uname -n).out
