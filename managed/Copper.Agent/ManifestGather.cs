@@ -15,7 +15,7 @@ namespace Copper.Agent;
 internal sealed partial class ManifestGather(TreePeers peers, ManifestRecorder recorder, string prefix)
 {
     /// <summary>How long a save waits for the other roots' records (a root encodes its record on the pool).</summary>
-    public static readonly TimeSpan Patience = TimeSpan.FromSeconds(20);
+    public static readonly TimeSpan Patience = TimeSpan.FromSeconds(10);
 
     private readonly ConcurrentDictionary<ulong, (int Rank, TaskCompletionSource<byte[]> Reply)> _waiting = new();
     private long _nextId;
@@ -40,7 +40,7 @@ internal sealed partial class ManifestGather(TreePeers peers, ManifestRecorder r
             }
             else
             {
-                missing.Add($"rank {roots[i]} {why}");
+                missing.Add($"rank {roots[i]}'s ({why})");
             }
         }
         List<ManifestEntry> merged = Interleave(parts);
@@ -53,7 +53,7 @@ internal sealed partial class ManifestGather(TreePeers peers, ManifestRecorder r
             string said = $"manifest {file}: {total} entries ({merged.Count} recorded by {by}: {parts.Count} of {roots.Length + 1} agents)";
             if (missing.Count > 0)
             {
-                said += $"; not in it: what {string.Join(", ", missing)} recorded (merged at stop when it lives)";
+                said += $"; left out: the record of {string.Join(", ", missing)}; a root's record reaches the file at its stop when it lives";
             }
             return (0, note.Length > 0 ? said + "; " + note : said);
         }

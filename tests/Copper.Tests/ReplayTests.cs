@@ -154,6 +154,28 @@ public class ReplayTests
             Assert.Contains(m.Entries, e => e.Path == zero && (e.Asked & Asked.Open) != 0);
             // One manifest, each path once.
             Assert.Equal(m.Entries.Count, m.Entries.Select(e => e.Path).Distinct().Count());
+
+            // Tree 1's root frozen: the save does not wait for it past its bound, names it, and
+            // writes what the others recorded.
+            string later = names.Skip(1).First(p => topo.TreeOf(p) == 0);
+            File.WriteAllText(later, "read while tree 1's root is frozen\n");
+            int root1 = job.AgentPid(2);
+            Assert.Equal(0, Harness.Run("kill", ["-STOP", root1.ToString()]).ExitCode);
+            try
+            {
+                Assert.Equal(0, Harness.Bash($"{job.Through(0)} cat {job.Prefix}{later}", job.Env).ExitCode);
+                string partial = Path.Combine(dir, "partial.cpmf");
+                ProcResult frozen = Harness.Run(CopperJob.Cli, ["manifest", "save", "-v", job.Prefix, partial], job.Env, timeoutMs: 60_000);
+                Assert.True(frozen.ExitCode == 0, frozen.ToString());
+                Assert.Contains("left out: the record of rank 2's (did not answer within 10 s)", frozen.Stdout);
+                Manifest p = Manifest.TryRead(partial, job.Prefix, out why) ?? throw new InvalidOperationException(why);
+                Assert.Contains(p.Entries, e => e.Path == later && (e.Asked & Asked.Open) != 0);
+                Assert.DoesNotContain(p.Entries, e => e.Path == one);
+            }
+            finally
+            {
+                Harness.Run("kill", ["-CONT", root1.ToString()]);
+            }
         }
         finally
         {
