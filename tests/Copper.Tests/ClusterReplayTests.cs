@@ -1,7 +1,8 @@
 // Re-running a job on the test bed as on a real cluster: `cluster up 4 --ssh --pfs D`, the PFS
 // model serving a copy of numpy under D, the manifest in D (a directory every node sees, as FILE
-// must be on a real cluster). Job 1 launches with -m FILE from a PBS-style nodefile, 8 ranks (2
-// per node) import numpy through the prefix, and its stop writes FILE. Job 2 launches with -m
+// must be on a real cluster). Job 1 launches with -m FILE -T 2 from a PBS-style nodefile, 8 ranks
+// (2 per node) import numpy through the prefix, `copper manifest save` on node 1 gathers both
+// trees' records, and its stop writes FILE from both roots. Job 2 launches with -m
 // FILE --wait-replay: the replay reached every node before the ranks ask, every rank prints what
 // a direct run prints, no request of the import climbs the tree, and the PFS model counts no more
 // operations for job 2 (replay included) than for job 1. A node killed during a replay leaves the
@@ -32,14 +33,26 @@ public class ClusterReplayTests(ITestOutputHelper output)
         string[] want = bed.Direct();
         long ops0 = bed.ModelOps();
 
-        // Job 1 records; its stop (node 1 alone) writes the manifest into the shared directory.
-        bed.LaunchOrFail("job1", $"-m {bed.Manifest}");
+        // Job 1 records, with two trees: node 1 (rank 0) and node 3 (rank 2) are the roots, each
+        // reads and records the paths of its tree. A save on demand on node 1 gathers both parts;
+        // at the stop (node 1 alone) each root merges its part into the shared file.
+        bed.LaunchOrFail("job1", $"-m {bed.Manifest} -T 2");
         Assert.Contains("does not exist yet", bed.JobOutput());
         bed.AssertRanks("job1", want);
+        string saved = Path.Combine(bed.Dir, "saved.cpmf");
+        ProcResult save = bed.Bash(1, $"timeout 60 {bed.BinDir}/copper manifest save -v {bed.Prefix} {saved}");
+        Assert.True(save.ExitCode == 0, save.ToString());
+        Assert.Contains("recorded by the roots of 2 trees: 2 of 2 agents", save.Stdout);
         bed.StopAndAssertNothingLeft([1, 2, 3, 4]);
         Manifest? m = Manifest.TryRead(bed.Manifest, bed.Prefix, out string why);
         Assert.True(m != null, why);
         Assert.True(m.Entries.Count > 100, $"{m.Entries.Count} entries");
+        var topo = new TreeTopology(4, 2, 0);
+        Assert.True(m.Entries.Count(e => topo.TreeOf(e.Path) == 1) > 20, "tree 1's root recorded little: " + m.Entries.Count(e => topo.TreeOf(e.Path) == 1));
+        Manifest? onDemand = Manifest.TryRead(saved, bed.Prefix, out why);
+        Assert.True(onDemand != null, why);
+        // The ranks asked nothing new after the save: both ways give the same paths.
+        Assert.Equal(m.Entries.Select(e => e.Path).Order(StringComparer.Ordinal), onDemand.Entries.Select(e => e.Path).Order(StringComparer.Ordinal));
         Assert.Contains(m.Entries, e => e.Path == bed.Pkgs + "/numpy/__init__.py" && (e.Asked & (Asked.Stat | Asked.Lstat)) != 0 && e.Error == 0);
         Assert.Contains(m.Entries, e => e.Path.StartsWith(bed.Pkgs + "/numpy/", StringComparison.Ordinal) && e.Path.EndsWith(".so", StringComparison.Ordinal) && (e.Asked & Asked.Open) != 0);
         long job1 = bed.ModelOps() - ops0;
