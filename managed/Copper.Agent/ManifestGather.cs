@@ -136,7 +136,8 @@ internal sealed partial class ManifestGather(TreePeers peers, ManifestRecorder r
     public static List<(long FirstUse, ManifestEntry Entry)>? TryDecode(ReadOnlySpan<byte> body, string prefix, out string why)
     {
         why = "";
-        if (body.Length < 4 || BinaryPrimitives.ReadUInt32LittleEndian(body) is var length && length > body.Length - 4)
+        uint length = body.Length < 4 ? uint.MaxValue : BinaryPrimitives.ReadUInt32LittleEndian(body);
+        if (length > body.Length - 4L)
         {
             why = "truncated";
             return null;
