@@ -4,8 +4,8 @@
 // record (ManifestAsk / ManifestRecord, straight to that rank over MPI, not along a tree: only
 // the roots hold anything), waits a bounded time, and writes one manifest: the parts interleaved
 // by when each path was first asked, merged into FILE as at stop. A root that does not answer in
-// time is named in the reply; the file holds the others' records, and that root's own merges at
-// stop if it lives. FILE is written from the agent's node: a path the node sees.
+// time is named in the reply; the file holds the others' records (with -m, that root merges its
+// own into the job's file at its stop). FILE is written from the agent's node: a path it sees.
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
@@ -53,7 +53,7 @@ internal sealed partial class ManifestGather(TreePeers peers, ManifestRecorder r
             string said = $"manifest {file}: {total} entries ({merged.Count} recorded by {by}: {parts.Count} of {roots.Length + 1} agents)";
             if (missing.Count > 0)
             {
-                said += $"; left out: the record of {string.Join(", ", missing)}; a root's record reaches the file at its stop when it lives";
+                said += $"; left out: the record of {string.Join(", ", missing)}; with -m, each root merges its own record into that file at its stop";
             }
             return (0, note.Length > 0 ? said + "; " + note : said);
         }
