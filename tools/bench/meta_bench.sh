@@ -76,7 +76,9 @@ for mode in unbounded bounded; do
     for k in 1 2; do
         cmp -s "$work/direct.out" "$work/$mode.$k" || { echo "walk $k through Copper ($mode) differs from the direct walk" >&2; exit 1; }
     done
-    rows+=("$(printf '%-22s %8s %8s %9s %9s %10s %11s %9s %9s' "$mode" "$t1" "$t2" "$rss0" "$rss" "$hwm" "$entries" "$high" "$evicted")")
+    label=$mode
+    [[ $mode == unbounded ]] || label="bounded ($bound)"
+    rows+=("$(printf '%-22s %8s %8s %9s %9s %9s %12s %10s %9s' "$label" "$t1" "$t2" "$rss0" "$rss" "$hwm" "$entries" "$high" "$evicted")")
     [[ $mode == bounded ]] || per_entry=$(((rss - rss0) * 1024 / entries))
     "$bin/stop_copper.sh" -v "$prefix" >/dev/null
 done
@@ -88,6 +90,6 @@ mkdir -p "$(dirname "$out")"
     echo "# command: ./build.sh --target=Bench (tools/bench/meta_bench.sh); tree $dirs x $files files ($(head -c 6 "$work/direct.out" | cut -d' ' -f1) entries), walk = os.walk + lstat of every entry"
     echo "direct walk: $t_direct ms"
     echo "agent                  walk1 ms walk2 ms  RSS0 KiB   RSS KiB   HWM KiB meta_entries high_water  evicted"
-    printf '%s\n' "${rows[@]}" | sed "s/^bounded /bounded ($bound)/"
+    printf '%s\n' "${rows[@]}"
     echo "unbounded: about $per_entry bytes of the agent's memory per metadata entry"
 } | tee "$out"
