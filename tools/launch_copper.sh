@@ -415,7 +415,7 @@ launch_options() {
     if [[ -z $cache_budget ]]; then printf -- '-C (default)\n'
     elif [[ $cache_budget == *% ]]; then printf -- '-C %s\n' "$cache_budget"
     else printf -- '-C %s\n' "$(human_bytes "$cache_budget")"; fi
-    printf -- '--max-meta-entries %s\n' "${max_meta:-(default)}"
+    printf -- '--max-meta-entries %s\n' "${max_meta:-1000000}"
     printf -- '-b %s\n-d %s\n-c %s\n' "${physcpubind:-none}" "$log_dir" "${cache_dir:-(default)}"
     case $mode in
         single) printf 'one agent (no -n)\n' ;;
