@@ -8,10 +8,11 @@ using System.Text.Json;
 using Copper.Agent;
 using Copper.Interop;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace Copper.Tests;
 
-public class MetadataBoundTests
+public class MetadataBoundTests(ITestOutputHelper output)
 {
     private const int Dirs = 400;
     private const int FilesPerDir = 500;
@@ -93,6 +94,7 @@ public class MetadataBoundTests
             Assert.Equal(direct.Stdout, second.Stdout);
             JsonElement s = Stats(agent);
             long hwm = agent.ProcStatus("VmHWM");
+            output.WriteLine($"meta_entries {Num(s, "meta_entries")}, meta_high_water {Num(s, "meta_high_water")}, meta_evicted {Num(afterFirst, "meta_evicted")} after the first walk and {Num(s, "meta_evicted")} after the second, VmHWM {hwm} KiB");
 
             Assert.Equal(Bound, Num(s, "meta_bound"));
             Assert.True(Num(s, "meta_entries") <= Bound, $"{Num(s, "meta_entries")} entries kept");
