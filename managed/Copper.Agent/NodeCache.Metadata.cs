@@ -63,6 +63,7 @@ internal sealed partial class NodeCache
         }
         HashSet<string>? inUse = null;
         bool evictLockTaken = false;
+        bool collect = false;
         try
         {
             long max = _meta.Max;
@@ -111,6 +112,12 @@ internal sealed partial class NodeCache
             }
             _counters.MetaEvicted(evicted);
             _meta.Swept();
+            _evictedSinceCollect += evicted;
+            if (_evictedSinceCollect >= CollectEvery)
+            {
+                _evictedSinceCollect = 0;
+                collect = true;
+            }
         }
         finally
         {
@@ -121,7 +128,21 @@ internal sealed partial class NodeCache
             }
             _sweepLock.Exit();
         }
+        if (collect)
+        {
+            // Evicted answers are old, so they die in the oldest generation, which the collector
+            // sweeps rarely: left to it, their garbage would take as much memory as the bound
+            // saves. A full collection every CollectEvery evicted entries (a few MB) keeps the
+            // resident size near what is kept.
+            GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: false);
+        }
     }
+
+    /// <summary>Evicted entries between two full collections (about 5 MB of garbage).</summary>
+    private const long CollectEvery = 16_384;
+
+    /// <summary>Entries evicted since the last full collection; under <see cref="_sweepLock"/>.</summary>
+    private long _evictedSinceCollect;
 
     /// <summary>During a sweep: the mirror files in use (found once per sweep, with the byte budget's lock taken).</summary>
     private Func<HashSet<string>>? _sweepInUse;
