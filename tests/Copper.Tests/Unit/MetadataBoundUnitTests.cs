@@ -105,6 +105,45 @@ public sealed class MetadataBoundUnitTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData(null, 1_000_000L)]
+    [InlineData("16", 16L)]
+    [InlineData("20000", 20_000L)]
+    [InlineData("0", long.MaxValue)]
+    [InlineData("15", null)]
+    [InlineData("-1", null)]
+    [InlineData("1e6", null)]
+    [InlineData("", null)]
+    public void TheBoundIsAnOption(string? value, long? expected)
+    {
+        string[] args = value == null ? ["--prefix", "/tmp/alice/copper"] : ["--prefix", "/tmp/alice/copper", "--max-meta-entries", value];
+        AgentOptions? o = AgentOptions.Parse(args, out string error);
+        if (expected == null)
+        {
+            Assert.Null(o);
+            Assert.Contains("--max-meta-entries", error);
+        }
+        else
+        {
+            Assert.True(o != null, error);
+            Assert.Equal(expected, o.MaxMetaEntries);
+        }
+    }
+
+    [Fact]
+    public void TheManifestRecordSaysOnceThatItIsFull()
+    {
+        int full = 0;
+        var r = new ManifestRecorder(maxPaths: 3) { Full = () => full++ };
+        for (int i = 0; i < 10; i++)
+        {
+            r.Record($"/p/{i}", Asked.Lstat, 2);
+        }
+        Assert.Equal(1, full);
+        Assert.Equal(3, r.Count);
+        Assert.Equal(7, r.Dropped);
+    }
+
     [Fact]
     public async Task TheCountStaysWithinTheBoundAndWhatIsUsedStays()
     {
