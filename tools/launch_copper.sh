@@ -72,7 +72,7 @@ usage: $PROG [options]
                     directory's file system size; least recently used files go first
                     [25% of that file system's free space at start]
   --max-meta-entries N  most metadata entries (answers, names of listings) an agent
-                    keeps, about 500 bytes each; least recently used go first; 0 = no bound
+                    keeps, a few hundred bytes each; least recently used go first; 0 = no bound
                     [1000000]
   -s sleeptime      longest wait for readiness, seconds               [20]
   -b physcpubind    cores to pin the agent to (taskset list); "" = none [48-51]
