@@ -99,7 +99,7 @@ def meta_section(text):
             "and by one with `--max-meta-entries 20000`, twice each, and directly; every walk's digest of (path, size, mode) "
             "equals the direct one. RSS and HWM are the agent's resident size and its peak after the walks (KiB). Both agents "
             "also hold the manifest's record, full at 200,000 paths (`--replay-max-entries`, about 80 MB of the resident size; "
-            "`tests/Copper.Tests/MetadataBoundTests.cs` runs the bounded walk with a record of 5,000 paths: peak 60-70 MB). "
+            "`tests/Copper.Tests/MetadataBoundTests.cs` runs the walk with a record of 5,000 paths: peak 65-90 MB with the bound of 20,000, 150-185 MB without). "
             "The walk times come from a machine shared with other work: compare them only within one run.", "",
             "```"] + text.strip().splitlines() + ["```", ""]
 
