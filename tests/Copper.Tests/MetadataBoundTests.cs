@@ -135,4 +135,62 @@ public class MetadataBoundTests(ITestOutputHelper output)
             Harness.Run("rm", ["-rf", "--", dir]);
         }
     }
+
+    /// <summary>Lists a tree (os.walk) and prints path, inode, size and mode of every entry (lstat).</summary>
+    private const string InodeWalker = """
+        import os, sys
+        root = sys.argv[1]
+        for d, dirs, files in os.walk(root):
+            dirs.sort()
+            for name in sorted(dirs + files):
+                st = os.lstat(os.path.join(d, name))
+                print(os.path.join(d, name)[len(root):], st.st_ino, st.st_size, oct(st.st_mode))
+        """;
+
+    private static long FuseInodes(AgentProcess agent) => Num(Stats(agent), "fuse_inodes");
+
+    [Fact]
+    public void TheMountsInodeTableLetsGoWhatTheKernelForgets()
+    {
+        string data = Harness.TempDir("metafuse");
+        try
+        {
+            for (int i = 0; i < 20; i++)
+            {
+                Directory.CreateDirectory(Path.Combine(data, $"d{i}"));
+                for (int j = 0; j < 100; j++)
+                {
+                    File.WriteAllText(Path.Combine(data, $"d{i}", $"f{j}"), new string('x', j));
+                }
+            }
+            File.WriteAllText(Path.Combine(data, "walk.py"), InodeWalker);
+            using var agent = new AgentProcess("metafuse", null, true);
+            var noShim = new Dictionary<string, string?> { ["LD_PRELOAD"] = null, ["LD_AUDIT"] = null };
+            string[] walk = ["-S", Path.Combine(data, "walk.py"), agent.Prefix + data];
+            ProcResult first = Harness.Run(Harness.Python, walk, noShim);
+            Assert.True(first.ExitCode == 0, first.ToString());
+            Assert.Equal(20 * 101 + 1, first.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+            long held = FuseInodes(agent);
+            Assert.True(held > 20 * 101, $"{held} inodes held after the walk");
+
+            // The kernel lets go of the inodes no one uses (as under memory pressure), with FORGETs.
+            File.WriteAllText("/proc/sys/vm/drop_caches", "2");
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            while (FuseInodes(agent) > 100 && sw.ElapsedMilliseconds < 30_000)
+            {
+                Thread.Sleep(100);
+            }
+            long after = FuseInodes(agent);
+            output.WriteLine($"fuse_inodes {held} after the walk, {after} after the kernel let go");
+            Assert.True(after <= 100, $"{after} inodes still held of {held}");
+
+            // Looked up again: the same numbers, the same answers.
+            ProcResult second = Harness.Run(Harness.Python, walk, noShim);
+            Assert.Equal(first.Stdout, second.Stdout);
+        }
+        finally
+        {
+            Harness.Run("rm", ["-rf", "--", data]);
+        }
+    }
 }
