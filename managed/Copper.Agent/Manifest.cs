@@ -376,6 +376,12 @@ internal sealed class ManifestRecorder(int maxPaths = ManifestRecorder.DefaultMa
     /// <summary>Most paths recorded (a job that reads more is rare; the rest is counted, not kept).</summary>
     public const int DefaultMaxPaths = 1 << 20;
 
+    /// <summary>Most paths recorded: the agent records what a replay would use (--replay-max-entries).</summary>
+    public int MaxPaths => maxPaths;
+
+    /// <summary>Called once, when the first path is not recorded because the record is full.</summary>
+    public Action? Full { get; set; }
+
     private readonly ConcurrentDictionary<string, Slot> _paths = new(StringComparer.Ordinal);
     private long _next;
     private long _dropped;
@@ -383,6 +389,9 @@ internal sealed class ManifestRecorder(int maxPaths = ManifestRecorder.DefaultMa
     private sealed class Slot(long order)
     {
         public readonly long Order = order;
+        // When the path was first asked (UTC ticks): with several trees each root holds a part of
+        // the job's record, and a save interleaves the parts in this order (ManifestGather.cs).
+        public readonly long FirstUse = DateTime.UtcNow.Ticks;
         public readonly Lock Lock = new();
         public Asked Asked;
         public byte AccessModes;
@@ -407,7 +416,10 @@ internal sealed class ManifestRecorder(int maxPaths = ManifestRecorder.DefaultMa
         {
             if (_paths.Count >= maxPaths)
             {
-                Interlocked.Increment(ref _dropped);
+                if (Interlocked.Increment(ref _dropped) == 1)
+                {
+                    Full?.Invoke();
+                }
                 return;
             }
             slot = _paths.GetOrAdd(path, _ => new Slot(Interlocked.Increment(ref _next)));
@@ -433,9 +445,12 @@ internal sealed class ManifestRecorder(int maxPaths = ManifestRecorder.DefaultMa
     }
 
     /// <summary>The record so far, in first-use order.</summary>
-    public List<ManifestEntry> Snapshot()
+    public List<ManifestEntry> Snapshot() => SnapshotTimed().ConvertAll(x => x.Entry);
+
+    /// <summary>The record so far, in first-use order, each path with when it was first asked (UTC ticks).</summary>
+    public List<(long FirstUse, ManifestEntry Entry)> SnapshotTimed()
     {
-        var list = new List<(long Order, ManifestEntry Entry)>(_paths.Count);
+        var list = new List<(long Order, long FirstUse, ManifestEntry Entry)>(_paths.Count);
         foreach (var (path, slot) in _paths)
         {
             lock (slot.Lock)
@@ -443,10 +458,10 @@ internal sealed class ManifestRecorder(int maxPaths = ManifestRecorder.DefaultMa
                 ManifestEntry e = slot.IdentityFrom != 0
                     ? ManifestEntry.Of(path, slot.Asked, 0, slot.St)
                     : new ManifestEntry(path, slot.Asked, slot.Error, 0, 0, 0, 0, 0, 0, 0);
-                list.Add((slot.Order, e with { AccessModes = slot.AccessModes }));
+                list.Add((slot.Order, slot.FirstUse, e with { AccessModes = slot.AccessModes }));
             }
         }
         list.Sort((a, b) => a.Order.CompareTo(b.Order));
-        return list.ConvertAll(x => x.Entry);
+        return list.ConvertAll(x => (x.FirstUse, x.Entry));
     }
 }

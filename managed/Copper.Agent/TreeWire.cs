@@ -18,6 +18,10 @@
 // Report  aux = entries: nodes' counters going up tree 0 (TreeStats); ReportAck answers it
 // Replay  a batch of a manifest's replay list, tree 0, down (Replay.cs: ReplayWire)
 // ReplayDone aux = a rank that has every entry of the replay, tree 0, up to the root
+// ManifestAsk    `copper manifest save` on one agent asks each other tree's root for its record
+//                (directly, not along a tree; ManifestGather.cs); no body
+// ManifestRecord the answer, id echoed: u32 L, a manifest of L bytes (docs/manifest.md), then
+//                each entry's first-use time (i64 UTC ticks)
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Copper.Interop;
@@ -38,6 +42,8 @@ internal enum TreeKind : byte
     ReportAck = 10,
     Replay = 11,
     ReplayDone = 12,
+    ManifestAsk = 13,
+    ManifestRecord = 14,
 }
 
 internal readonly record struct TreeHead(TreeKind Kind, Op Op, byte Flags, int Tree, int Status, int Aux, ulong Id);
@@ -50,7 +56,7 @@ internal static class TreeWire
     public static bool TryReadHead(ReadOnlySpan<byte> m, out TreeHead head)
     {
         head = default;
-        if (m.Length < HeadSize || m[0] is < (byte)TreeKind.Request or > (byte)TreeKind.ReplayDone /* the last kind */)
+        if (m.Length < HeadSize || m[0] is < (byte)TreeKind.Request or > (byte)TreeKind.ManifestRecord /* the last kind */)
         {
             return false;
         }
