@@ -36,6 +36,7 @@ internal sealed partial class TreeStats : IDisposable
     private long _unackedSince;     // Stopwatch timestamp of the oldest report not acknowledged, 0 if none; protected by _lock
     private bool _parentSilent;     // protected by _lock
     private int _ticks;
+    private long _reportFrames, _reportBytes; // received (Interlocked)
 
     private readonly Func<int, bool> _parentDown;
 
@@ -178,6 +179,8 @@ internal sealed partial class TreeStats : IDisposable
     /// <summary>A report from a node below (or, when its parent is gone, from anywhere below the root): kept, acknowledged.</summary>
     public void OnReport(int source, byte[] m)
     {
+        Interlocked.Increment(ref _reportFrames);
+        Interlocked.Add(ref _reportBytes, m.Length);
         long now = Stopwatch.GetTimestamp();
         ReadOnlySpan<byte> s = m.AsSpan(TreeWire.HeadSize);
         lock (_lock)
@@ -246,6 +249,9 @@ internal sealed partial class TreeStats : IDisposable
     /// </summary>
     public void DescribeTo(Utf8JsonWriter w)
     {
+        // What reached this node (on the root: the job's reporting cost), whole messages.
+        w.WriteNumber("stats_report_frames_received", Interlocked.Read(ref _reportFrames));
+        w.WriteNumber("stats_report_bytes_received", Interlocked.Read(ref _reportBytes));
         if (!IsRoot)
         {
             return;
