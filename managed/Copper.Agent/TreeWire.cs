@@ -18,6 +18,8 @@
 // Report  aux = entries: nodes' counters going up tree 0 (TreeStats); ReportAck answers it
 // Replay  a batch of a manifest's replay list, tree 0, down (Replay.cs: ReplayWire)
 // ReplayDone aux = a rank that has every entry of the replay, tree 0, up to the root
+// Live    aux = exception ranges: "my subtree in tree 0 is alive" instead of unchanged
+//         counters (TreeStats); ReportAck answers it
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Copper.Interop;
@@ -38,6 +40,7 @@ internal enum TreeKind : byte
     ReportAck = 10,
     Replay = 11,
     ReplayDone = 12,
+    Live = 13,
 }
 
 internal readonly record struct TreeHead(TreeKind Kind, Op Op, byte Flags, int Tree, int Status, int Aux, ulong Id);
@@ -50,7 +53,7 @@ internal static class TreeWire
     public static bool TryReadHead(ReadOnlySpan<byte> m, out TreeHead head)
     {
         head = default;
-        if (m.Length < HeadSize || m[0] is < (byte)TreeKind.Request or > (byte)TreeKind.ReplayDone /* the last kind */)
+        if (m.Length < HeadSize || m[0] is < (byte)TreeKind.Request or > (byte)TreeKind.Live /* the last kind */)
         {
             return false;
         }
