@@ -16,17 +16,36 @@ export COPPER_RUNTIME_DIR=$work/run
 trap '"$bin/stop_copper.sh" -v "$prefix" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 # The root's counters: "report_frames report_bytes live_frames live_bytes entry_bytes", where
-# entry_bytes is the size of one node's counters as a full report carries them.
+# entry_bytes is the size of one node's counters as a full report carries them. Asked of the
+# root agent alone (HELLO, then STATS on its socket; interop/copper_protocol.h): `copper stats`
+# would ask every agent on this machine, and the old reporting sent counters that changed.
 root_counters() {
-    "$bin/copper" stats -v "$prefix" --json | /usr/bin/python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-root = next(n for n in d["nodes"] if n.get("root_of") == [0])
-other = next(n for n in d["nodes"] if n.get("root_of") != [0])
+    /usr/bin/python3 - "$COPPER_RUNTIME_DIR" <<'PY'
+import glob, json, os, socket, struct, sys
+root_dir = next(d for d in glob.glob(os.path.join(sys.argv[1], "*")) if os.path.isdir(d) and ".n" not in os.path.basename(d))
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect(os.path.join(root_dir, "agent.sock"))
+def ask(op, payload):
+    s.sendall(struct.pack("<IBBHI", len(payload), op, 0, 0, 1) + payload)
+    def exactly(n):
+        b = b""
+        while len(b) < n:
+            c = s.recv(n - len(b))
+            if not c:
+                raise SystemExit("the root agent closed the connection")
+            b += c
+        return b
+    length = struct.unpack("<I", exactly(12)[:4])[0]
+    return exactly(length)
+ask(1, struct.pack("<IHHII", 0x52505043, 1, 1, os.getpid(), 0))  # HELLO
+root = json.loads(ask(9, b"")[8:])                                # STATS: reply head, then JSON
+other = next(e for e in root["job"]["entries"] if e["node"] != root["node"] and "requests" in e)
 entry = {k: v for k, v in other.items() if k not in ("age_s", "silent")}
 print(root["stats_report_frames_received"], root["stats_report_bytes_received"],
       root.get("stats_live_frames_received", 0), root.get("stats_live_bytes_received", 0),
-      12 + len(json.dumps(entry, separators=(",", ":"))))'
+      12 + len(json.dumps(entry, separators=(",", ":"))))
+PY
 }
 
 : >"$work/rows"
