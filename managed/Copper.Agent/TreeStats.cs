@@ -37,7 +37,7 @@ internal sealed partial class TreeStats : IDisposable
     public const int HeartbeatTicks = 3;
     public static readonly TimeSpan SilentAfter = TimeSpan.FromSeconds(10);
     // In a Live frame's group: heard from within a heartbeat and the climb of a deep tree's wave.
-    private const int GroupAgeMs = (HeartbeatTicks + 2) * 1000;
+    internal const int GroupAgeMs = (HeartbeatTicks + 2) * 1000;
     private const int MaxEntryBytes = 64 * 1024;
 
     private readonly TreePeers peers;
@@ -197,9 +197,8 @@ internal sealed partial class TreeStats : IDisposable
     private static int AgeMs(long now, long then) => (int)Math.Clamp((now - then) * 1000 / Stopwatch.Frequency, 0, int.MaxValue);
 
     /// <summary>The ranks of <paramref name="rank"/>'s subtree in tree 0, itself first, ascending (a level is a run of positions).</summary>
-    private IEnumerable<int> Subtree(int rank)
+    internal static IEnumerable<int> Subtree(TreeTopology topo, int rank)
     {
-        TreeTopology topo = peers.Topo;
         long lo = topo.PositionOf(0, rank), hi = lo;
         while (lo < topo.Size)
         {
@@ -213,20 +212,26 @@ internal sealed partial class TreeStats : IDisposable
     }
 
     /// <summary>A Live frame for this node's subtree as this node knows it (under _lock).</summary>
-    private byte[] Live(long now)
+    private byte[] Live(long now) =>
+        LiveMessage(Subtree(peers.Topo, peers.Rank).Select(rank => (rank, _latest.TryGetValue(rank, out Entry? e) ? AgeMs(now, e.Heard) : -1)));
+
+    /// <summary>
+    /// A Live frame from a subtree's (rank, age in ms; -1: never heard from), ranks ascending:
+    /// the ages up to <see cref="GroupAgeMs"/> make the group, with the oldest of them as its
+    /// age; the others become ranges, neighbours merged (a range takes its oldest age).
+    /// </summary>
+    internal static byte[] LiveMessage(IEnumerable<(int Rank, int AgeMs)> subtree)
     {
         int group = 0;
         var ranges = new List<(int First, int Count, int AgeMs)>();
-        foreach (int rank in Subtree(peers.Rank))
+        foreach ((int rank, int age) in subtree)
         {
-            int age = _latest.TryGetValue(rank, out Entry? e) ? AgeMs(now, e.Heard) : -1;
             if (age is >= 0 and <= GroupAgeMs)
             {
                 group = Math.Max(group, age);
             }
             else if (ranges.Count > 0 && ranges[^1].First + ranges[^1].Count == rank && (ranges[^1].AgeMs < 0) == (age < 0))
             {
-                // Neighbours merge; the range takes the oldest age (never fresher than the truth).
                 ranges[^1] = (ranges[^1].First, ranges[^1].Count + 1, Math.Max(ranges[^1].AgeMs, age));
             }
             else
@@ -246,6 +251,39 @@ internal sealed partial class TreeStats : IDisposable
             s = s[12..];
         }
         return m;
+    }
+
+    /// <summary>
+    /// Parses a Live frame of a job of <paramref name="size"/> nodes: the group's age and the
+    /// ranges (end exclusive), or false for a malformed one (length, order, overlap, bounds).
+    /// </summary>
+    internal static bool TryReadLive(in TreeHead head, ReadOnlySpan<byte> m, int size, out int group, out (int First, int End, int AgeMs)[] ranges)
+    {
+        group = -1;
+        ranges = [];
+        ReadOnlySpan<byte> s = m[Math.Min(TreeWire.HeadSize, m.Length)..];
+        int n = head.Aux;
+        if (head.Kind != TreeKind.Live || n < 0 || s.Length != 4 + 12L * n)
+        {
+            return false;
+        }
+        group = BinaryPrimitives.ReadInt32LittleEndian(s);
+        ranges = new (int, int, int)[n];
+        int end = 0;
+        for (int i = 0; i < n; i++)
+        {
+            ReadOnlySpan<byte> r = s.Slice(4 + 12 * i, 12);
+            int first = BinaryPrimitives.ReadInt32LittleEndian(r);
+            int count = BinaryPrimitives.ReadInt32LittleEndian(r[4..]);
+            int age = BinaryPrimitives.ReadInt32LittleEndian(r[8..]);
+            if (first < end || count < 1 || count > size - first || age < -1)
+            {
+                return false;
+            }
+            end = first + count;
+            ranges[i] = (first, end, age);
+        }
+        return group >= 0;
     }
 
     private static byte[] Message(List<(int Rank, int AgeMs, byte[] Json)> entries)
@@ -307,9 +345,7 @@ internal sealed partial class TreeStats : IDisposable
     {
         Interlocked.Increment(ref _liveFrames);
         Interlocked.Add(ref _liveBytes, m.Length);
-        ReadOnlySpan<byte> s = m.AsSpan(TreeWire.HeadSize);
-        int n = head.Aux;
-        if (n < 0 || s.Length != 4 + 12L * n || (uint)source >= (uint)peers.Topo.Size || !TryReadRanges(s, n, out int group, out (int First, int End, int AgeMs)[] ranges))
+        if ((uint)source >= (uint)peers.Topo.Size || !TryReadLive(head, m, peers.Topo.Size, out int group, out (int First, int End, int AgeMs)[] ranges))
         {
             LogBadReport(peers.Log, source);
         }
@@ -319,7 +355,7 @@ internal sealed partial class TreeStats : IDisposable
             lock (_lock)
             {
                 int i = 0;
-                foreach (int rank in Subtree(source))
+                foreach (int rank in Subtree(peers.Topo, source))
                 {
                     while (i < ranges.Length && ranges[i].End <= rank)
                     {
@@ -339,27 +375,6 @@ internal sealed partial class TreeStats : IDisposable
             }
         }
         _ = peers.Send(source, TreeWire.Control(TreeKind.ReportAck, 0));
-    }
-
-    private bool TryReadRanges(ReadOnlySpan<byte> s, int n, out int group, out (int First, int End, int AgeMs)[] ranges)
-    {
-        group = BinaryPrimitives.ReadInt32LittleEndian(s);
-        ranges = new (int, int, int)[n];
-        int end = 0;
-        for (int i = 0; i < n; i++)
-        {
-            ReadOnlySpan<byte> r = s.Slice(4 + 12 * i, 12);
-            int first = BinaryPrimitives.ReadInt32LittleEndian(r);
-            int count = BinaryPrimitives.ReadInt32LittleEndian(r[4..]);
-            int age = BinaryPrimitives.ReadInt32LittleEndian(r[8..]);
-            if (first < end || count < 1 || count > peers.Topo.Size - first || age < -1)
-            {
-                return false;
-            }
-            end = first + count;
-            ranges[i] = (first, end, age);
-        }
-        return group >= 0;
     }
 
     public void OnAck(int source)

@@ -38,7 +38,7 @@ public class StatsIdleTests
     [Fact]
     public void AnIdleJobCostsTheRootLivenessFramesNotReportsAndNewCountersStillArrive()
     {
-        using var job = new CopperJob(6, "idle");
+        using var job = new CopperJob(6, "idle", "--no-fuse"); // no mount: nothing outside the test moves the counters
         job.LaunchOrFail();
         WaitFor(job, r => Entries(r).Values.All(Reported), "every node reported once");
         // The start settles: no report reaches the root between two looks 1.5 s apart.
@@ -91,7 +91,7 @@ public class StatsIdleTests
     [Fact]
     public void AKilledInteriorNodeIsMarkedSilentAndItsSubtreeStaysFreshThroughTheRoot()
     {
-        using var job = new CopperJob(6, "idleorphan");
+        using var job = new CopperJob(6, "idleorphan", "--no-fuse");
         job.LaunchOrFail();
         WaitFor(job, r => Entries(r).Values.All(e => Reported(e) && !Silent(e)), "every node reported once");
         Assert.Equal(0, Harness.Run("kill", ["-KILL", job.AgentPid(1).ToString()]).ExitCode);
@@ -104,7 +104,7 @@ public class StatsIdleTests
             return Silent(e[1]) && Age(e[3]) < 5 && Age(e[4]) < 5;
         }, "node 1 silent, nodes 3 and 4 fresh");
         Dictionary<int, JsonElement> entries = Entries(r);
-        Assert.True(Age(entries[1]) > r.GetProperty("job").GetProperty("silent_after_s").GetDouble(), entries[1].ToString());
+        Assert.True(Age(entries[1]) >= r.GetProperty("job").GetProperty("silent_after_s").GetDouble(), entries[1].ToString()); // (rounded to 0.1 s)
         foreach (int n in new[] { 2, 3, 4, 5 })
         {
             Assert.False(Silent(entries[n]), entries[n].ToString());
