@@ -38,7 +38,7 @@ internal sealed partial class LocalServer : IDisposable
     /// Answers MANIFEST_SAVE: merges this agent's record into the named file; the status and a
     /// line for the user. Null: the operation is not offered (EINVAL).
     /// </summary>
-    public Func<string, (int Status, string Message)>? SaveManifest { get; set; }
+    public Func<string, Task<(int Status, string Message)>>? SaveManifest { get; set; }
 
     public LocalServer(string socketPath, NodeCache cache, Counters counters, ILogger log, int node, int maxConnections = DefaultMaxConnections, TimeSpan? idleTimeout = null)
     {
@@ -282,7 +282,7 @@ internal sealed partial class LocalServer : IDisposable
         {
             Op.Ping => Answers.Head(0),
             Op.Stats => Answers.Concat(Answers.Head(0), _counters.ToJson(_node, job: true)),
-            Op.ManifestSave => ManifestSaveReply(frame.Payload),
+            Op.ManifestSave => await ManifestSaveReplyAsync(frame.Payload),
             _ => Requests.TryParse(op, frame.Payload, out Request request) is int bad and not 0
                 ? Answers.Head(bad)
                 : await _answers.AnswerAsync(request, ct),
@@ -291,7 +291,7 @@ internal sealed partial class LocalServer : IDisposable
         return null;
     }
 
-    private byte[] ManifestSaveReply(ReadOnlySequence<byte> payload)
+    private async Task<byte[]> ManifestSaveReplyAsync(ReadOnlySequence<byte> payload)
     {
         if (SaveManifest == null || payload.Length is 0 or > Protocol.MaxPath)
         {
@@ -302,7 +302,8 @@ internal sealed partial class LocalServer : IDisposable
         {
             return Answers.Concat(Answers.Head(Interop.Libc.EINVAL), System.Text.Encoding.UTF8.GetBytes("the manifest's path must be absolute"));
         }
-        (int status, string message) = SaveManifest(file);
+        // In a job with several trees this gathers the other roots' records (bounded).
+        (int status, string message) = await SaveManifest(file);
         return Answers.Concat(Answers.Head(status), System.Text.Encoding.UTF8.GetBytes(message));
     }
 

@@ -383,6 +383,9 @@ internal sealed class ManifestRecorder(int maxPaths = ManifestRecorder.DefaultMa
     private sealed class Slot(long order)
     {
         public readonly long Order = order;
+        // When the path was first asked (UTC ticks): with several trees each root holds a part of
+        // the job's record, and a save interleaves the parts in this order (ManifestGather.cs).
+        public readonly long FirstUse = DateTime.UtcNow.Ticks;
         public readonly Lock Lock = new();
         public Asked Asked;
         public byte AccessModes;
@@ -433,9 +436,12 @@ internal sealed class ManifestRecorder(int maxPaths = ManifestRecorder.DefaultMa
     }
 
     /// <summary>The record so far, in first-use order.</summary>
-    public List<ManifestEntry> Snapshot()
+    public List<ManifestEntry> Snapshot() => SnapshotTimed().ConvertAll(x => x.Entry);
+
+    /// <summary>The record so far, in first-use order, each path with when it was first asked (UTC ticks).</summary>
+    public List<(long FirstUse, ManifestEntry Entry)> SnapshotTimed()
     {
-        var list = new List<(long Order, ManifestEntry Entry)>(_paths.Count);
+        var list = new List<(long Order, long FirstUse, ManifestEntry Entry)>(_paths.Count);
         foreach (var (path, slot) in _paths)
         {
             lock (slot.Lock)
@@ -443,10 +449,10 @@ internal sealed class ManifestRecorder(int maxPaths = ManifestRecorder.DefaultMa
                 ManifestEntry e = slot.IdentityFrom != 0
                     ? ManifestEntry.Of(path, slot.Asked, 0, slot.St)
                     : new ManifestEntry(path, slot.Asked, slot.Error, 0, 0, 0, 0, 0, 0, 0);
-                list.Add((slot.Order, e with { AccessModes = slot.AccessModes }));
+                list.Add((slot.Order, slot.FirstUse, e with { AccessModes = slot.AccessModes }));
             }
         }
         list.Sort((a, b) => a.Order.CompareTo(b.Order));
-        return list.ConvertAll(x => x.Entry);
+        return list.ConvertAll(x => (x.FirstUse, x.Entry));
     }
 }

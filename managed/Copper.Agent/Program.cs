@@ -134,6 +134,7 @@ namespace Copper.Agent
                 counters.Job = stats.DescribeTo;
                 replayTree = new ReplayTree(peers, new Replayer(cache, progress, o.ReplayConcurrency), progress, replayStop.Token);
                 tree.Replay = replayTree;
+                tree.Manifests = new ManifestGather(peers, recorder, o.Prefix);
             }
             else
             {
@@ -154,7 +155,8 @@ namespace Copper.Agent
             {
                 server = new LocalServer(o.SocketPath, cache, counters, log, rank, ConnectionBudget(), TimeSpan.FromSeconds(o.IdleTimeoutSeconds))
                 {
-                    SaveManifest = file => ManifestJob.Save(o, recorder, file),
+                    // In a job, every tree's root holds a part of the record: the save gathers them.
+                    SaveManifest = tree?.Manifests is { } gather ? gather.SaveAsync : file => Task.FromResult(ManifestJob.Save(o, recorder, file)),
                 };
             }
             catch (System.Net.Sockets.SocketException ex)

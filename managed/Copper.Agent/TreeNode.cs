@@ -17,6 +17,9 @@ internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreePar
     /// <summary>The replay's messages go here (set before <see cref="Start"/>); without it they are dropped.</summary>
     public ReplayTree? Replay { get; set; }
 
+    /// <summary>The manifest records asked and sent between tree roots (set before <see cref="Start"/>).</summary>
+    public ManifestGather? Manifests { get; set; }
+
     /// <summary>Starts receiving (messages that came meanwhile waited in MPI) and joins the trees.</summary>
     public void Start()
     {
@@ -83,6 +86,9 @@ internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreePar
                 break;
             case TreeKind.Replay or TreeKind.ReplayDone:
                 Replay?.OnMessage(source, h, m);
+                break;
+            case TreeKind.ManifestAsk or TreeKind.ManifestRecord:
+                Manifests?.OnMessage(source, h, m);
                 break;
             default:
                 membership.OnMessage(source, h);

@@ -18,6 +18,10 @@
 // Report  aux = entries: nodes' counters going up tree 0 (TreeStats); ReportAck answers it
 // Replay  a batch of a manifest's replay list, tree 0, down (Replay.cs: ReplayWire)
 // ReplayDone aux = a rank that has every entry of the replay, tree 0, up to the root
+// ManifestAsk    `copper manifest save` on one agent asks each other tree's root for its record
+//                (directly, not along a tree; ManifestGather.cs); no body
+// ManifestRecord the answer, id echoed: u32 L, a manifest of L bytes (docs/manifest.md), then
+//                each entry's first-use time (i64 UTC ticks)
 // Live    aux = exception ranges: "my subtree in tree 0 is alive" instead of unchanged
 //         counters (TreeStats); ReportAck answers it
 using System.Buffers.Binary;
@@ -40,7 +44,9 @@ internal enum TreeKind : byte
     ReportAck = 10,
     Replay = 11,
     ReplayDone = 12,
-    Live = 13,
+    ManifestAsk = 13,
+    ManifestRecord = 14,
+    Live = 15,
 }
 
 internal readonly record struct TreeHead(TreeKind Kind, Op Op, byte Flags, int Tree, int Status, int Aux, ulong Id);

@@ -5,7 +5,8 @@
 //   copper stats --watch [SECONDS] [--count N]   the job's live numbers, refreshed (Watch.cs)
 //   copper summary [-v PREFIX] [--json FILE]     the job's numbers once, as stop_copper.sh prints them
 //   copper status [-v PREFIX]            which agents run, and their place in the tree
-//   copper manifest save [-v PREFIX] FILE   merge what the root agent asked the file system into FILE
+//   copper manifest save [-v PREFIX] FILE   merge what the job asked the file system (every
+//                                        tree's root's record) into FILE
 //   copper verify [-v PREFIX] -- CMD...  calls of CMD that missed Copper (Verify.cs)
 // Agents are found in the runtime directory ($COPPER_RUNTIME_DIR, else
 // /tmp/copper-run-<uid>) as <fnv1a64(prefix)>[.n<k>]/agent.sock and asked over their socket.
@@ -140,8 +141,9 @@ internal static partial class Cli
         w.WriteLine("                     mirror size; q or Ctrl-C stops; not on a terminal, plain frames; N frames and exit");
         w.WriteLine("       copper summary [-v PREFIX] [--json FILE]   the job's numbers once (what stop_copper.sh prints), and as JSON");
         w.WriteLine("       copper status [-v PREFIX]            agents running for PREFIX and their tree places");
-        w.WriteLine("       copper manifest save [-v PREFIX] FILE   merge the job's manifest (what this machine's root agent");
-        w.WriteLine("                                    asked the file system) into FILE; replay it with launch_copper.sh -m FILE");
+        w.WriteLine("       copper manifest save [-v PREFIX] FILE   merge the job's manifest (what the roots of its trees");
+        w.WriteLine("                                    asked the file system; this node's agent gathers them) into FILE;");
+        w.WriteLine("                                    replay it with launch_copper.sh -m FILE");
         w.WriteLine("       copper verify [-v PREFIX] [--keep-trace DIR] -- CMD ARGS...");
         w.WriteLine("                     run CMD as a job's rank (LD_PRELOAD/LD_AUDIT of PREFIX's agents, COPPER_PREFIX)");
         w.WriteLine("                     under strace -f; list, by directory, every file-system call that reached a");
@@ -151,7 +153,10 @@ internal static partial class Cli
         w.WriteLine("$COPPER_RUNTIME_DIR or /tmp/copper-run-<uid>.");
     }
 
-    /// <summary>copper manifest save [-v PREFIX] FILE: node 0's agent on this machine (the root of tree 0) writes it.</summary>
+    /// <summary>
+    /// copper manifest save [-v PREFIX] FILE: this machine's agent (node 0's when nodes are
+    /// simulated) gathers the record of every tree's root of its job and writes FILE.
+    /// </summary>
     private static int Manifest(string[] args)
     {
         string prefix = DefaultPrefix();

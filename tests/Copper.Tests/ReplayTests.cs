@@ -118,6 +118,72 @@ public class ReplayTests
     }
 
     [Fact]
+    public void WithTwoTreesASaveOnDemandHoldsWhatEachTreesRootRead()
+    {
+        // -n 4 -T 2: tree 0's root is rank 0, tree 1's rank 2; each reads the paths of its own
+        // tree. The save goes to node 0's agent, which asks tree 1's root for its record.
+        string dir = Harness.TempDir("replay-trees");
+        string saved = Path.Combine(dir, "saved.cpmf");
+        var topo = new TreeTopology(4, 2, 0);
+        Assert.Equal(2, topo.Root(1));
+        string data = Path.Combine(dir, "data");
+        Directory.CreateDirectory(data);
+        string[] names = Enumerable.Range(0, 64).Select(i => Path.Combine(data, $"f{i:00}")).ToArray();
+        string one = names.First(p => topo.TreeOf(p) == 1);
+        string zero = names.First(p => topo.TreeOf(p) == 0);
+        File.WriteAllText(one, "read through tree 1\n");
+        File.WriteAllText(zero, "read through tree 0\n");
+        try
+        {
+            using var job = new CopperJob(4, "trees", "-T 2");
+            job.LaunchOrFail();
+            ProcResult cat = Harness.Bash($"{job.Through(3)} cat {job.Prefix}{one} {job.Prefix}{zero}", job.Env);
+            Assert.True(cat.ExitCode == 0, cat.ToString());
+            Assert.Equal("read through tree 1\nread through tree 0\n", cat.Stdout);
+            // Each root read its own tree's file, and only its own.
+            Assert.Contains(("open", one), job.Trace(2));
+            Assert.DoesNotContain(("open", one), job.Trace(0));
+            Assert.Contains(("open", zero), job.Trace(0));
+
+            ProcResult save = Harness.Run(CopperJob.Cli, ["manifest", "save", "-v", job.Prefix, saved], job.Env);
+            Assert.True(save.ExitCode == 0, save.ToString());
+            Assert.Contains("recorded by the roots of 2 trees: 2 of 2 agents", save.Stdout);
+            Manifest m = Manifest.TryRead(saved, job.Prefix, out string why) ?? throw new InvalidOperationException(why);
+            ManifestEntry e1 = m.Entries.Single(e => e.Path == one);
+            Assert.True((e1.Asked & Asked.Open) != 0 && e1.Error == 0 && e1.Size == 20, e1.ToString());
+            Assert.Contains(m.Entries, e => e.Path == zero && (e.Asked & Asked.Open) != 0);
+            // One manifest, each path once.
+            Assert.Equal(m.Entries.Count, m.Entries.Select(e => e.Path).Distinct().Count());
+
+            // Tree 1's root frozen: the save does not wait for it past its bound, names it, and
+            // writes what the others recorded.
+            string later = names.Skip(1).First(p => topo.TreeOf(p) == 0);
+            File.WriteAllText(later, "read while tree 1's root is frozen\n");
+            int root1 = job.AgentPid(2);
+            Assert.Equal(0, Harness.Run("kill", ["-STOP", root1.ToString()]).ExitCode);
+            try
+            {
+                Assert.Equal(0, Harness.Bash($"{job.Through(0)} cat {job.Prefix}{later}", job.Env).ExitCode);
+                string partial = Path.Combine(dir, "partial.cpmf");
+                ProcResult frozen = Harness.Run(CopperJob.Cli, ["manifest", "save", "-v", job.Prefix, partial], job.Env, timeoutMs: 60_000);
+                Assert.True(frozen.ExitCode == 0, frozen.ToString());
+                Assert.Contains("left out: the record of rank 2's (did not answer within 10 s)", frozen.Stdout);
+                Manifest p = Manifest.TryRead(partial, job.Prefix, out why) ?? throw new InvalidOperationException(why);
+                Assert.Contains(p.Entries, e => e.Path == later && (e.Asked & Asked.Open) != 0);
+                Assert.DoesNotContain(p.Entries, e => e.Path == one);
+            }
+            finally
+            {
+                Harness.Run("kill", ["-CONT", root1.ToString()]);
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void AFileChangedDeletedAndAddedBetweenTheJobsIsSeenAsItIsNow()
     {
         string dir = Harness.TempDir("replay-change");
