@@ -169,7 +169,8 @@ internal sealed partial class TreeStats : IDisposable
                     entries.Add((rank, AgeMs(now, e.Taken), e.Json));
                 }
             }
-            if (_fresh || second - _lastLive > HeartbeatTicks || (_leaf && second % HeartbeatTicks == 0 && second != _lastLive))
+            // (A clock set back counts as due: the last beat's second is no measure then.)
+            if (_fresh || second - _lastLive > HeartbeatTicks || second < _lastLive || (_leaf && second % HeartbeatTicks == 0 && second != _lastLive))
             {
                 live = Live(now);
                 _fresh = false;
