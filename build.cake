@@ -90,6 +90,7 @@ Task("Bench").IsDependentOn("Build").Does(() =>
     Run("bash", "tools/bench/foundation_bench.sh");
     Run("bash", "tools/bench/tree_bench.sh");
     Run("bash", "tools/bench/fuse_bench.sh");
+    Run("bash", "tools/bench/meta_bench.sh");
     // Before the storm bench: its report.py picks up the test bed's results too.
     Run("bash", "tools/bench/cluster_bench.sh");
     Run("bash", "tools/bench/replay_bench.sh"); // before the storm: its report reads the replay's results

@@ -85,6 +85,9 @@ usage: $PROG [options]
   -C budget         most bytes the node's mirror holds; K, M, G, or N% of the cache
                     directory's file system size; least recently used files go first
                     [25% of that file system's free space at start]
+  --max-meta-entries N  most metadata entries (answers, names of listings) an agent
+                    keeps, a few hundred bytes each; least recently used go first; 0 = no bound
+                    [1000000]
   -s sleeptime      longest wait for readiness, seconds               [20]
   -b physcpubind    cores to pin the agent to (taskset list); "" = none [48-51]
   -v prefix         the Copper prefix (mount point)                   [/tmp/\$USER/copper]
@@ -215,6 +218,7 @@ fuse=auto  # auto | no | only
 manifest=
 wait_replay=        # seconds to wait for the replay, empty: do not wait
 replay_concurrency=
+max_meta=  # empty: the agent's default
 
 # Long options first (getopts knows only short ones).
 args=()
@@ -233,6 +237,10 @@ while (($#)); do
             [[ $2 =~ ^[0-9]{1,4}$ ]] && ((10#$2 >= 1 && 10#$2 <= 1024)) ||
                 die_usage "--replay-concurrency: must be 1..1024, got '$2'"
             replay_concurrency=$((10#$2)); shift 2 ;;
+        --max-meta-entries) (($# >= 2)) || die_usage "option --max-meta-entries needs a value"
+            [[ $2 =~ ^[0-9]{1,15}$ ]] && ((10#$2 == 0 || 10#$2 >= 16)) ||
+                die_usage "--max-meta-entries: must be 0 (no bound) or at least 16, got '$2'"
+            max_meta=$((10#$2)); shift 2 ;;
         --help) args+=(-h); shift ;;
         --) args+=("$@"); break ;;
         --*) die_usage "unknown option '$1'" ;;
@@ -420,6 +428,7 @@ launch_options() {
     if [[ -z $cache_budget ]]; then printf -- '-C (default)\n'
     elif [[ $cache_budget == *% ]]; then printf -- '-C %s\n' "$cache_budget"
     else printf -- '-C %s\n' "$(human_bytes "$cache_budget")"; fi
+    printf -- '--max-meta-entries %s\n' "${max_meta:-1000000}"
     printf -- '-b %s\n-d %s\n-c %s\n' "${physcpubind:-none}" "$log_dir" "${cache_dir:-(default)}"
     case $mode in
         single) printf 'one agent (no -n)\n' ;;
@@ -487,6 +496,7 @@ fi
 mount_opt=()
 budget_opt=()
 [[ -z $cache_budget ]] || budget_opt=(--cache-budget "$cache_budget")
+[[ -z $max_meta ]] || budget_opt+=(--max-meta-entries "$max_meta")
 mount_escaped() { # /proc/mounts escapes space, tab, newline and backslash as octal
     local p=${1//\\/\\134}
     p=${p// /\\040}

@@ -21,6 +21,12 @@ internal sealed class AgentOptions
     /// <summary>--cache-budget as a percentage of the cache file system's size; 0 when not.</summary>
     public int CacheBudgetPercent { get; private set; }
 
+    /// <summary>--max-meta-entries: most metadata entries the node keeps (long.MaxValue: no bound, given as 0).</summary>
+    public long MaxMetaEntries { get; private set; } = DefaultMaxMetaEntries;
+
+    /// <summary>About 0.5 GB of the agent's memory at the bytes an entry takes (README, "the budget").</summary>
+    public const long DefaultMaxMetaEntries = 1_000_000;
+
     /// <summary>Without --cache-budget: this share of the cache file system's free space at start.</summary>
     public const int DefaultBudgetPercentOfFree = 25;
     public int Node { get; set; }
@@ -134,6 +140,9 @@ internal sealed class AgentOptions
                     o.CacheBudgetBytes = cb;
                     o.CacheBudgetPercent = 0;
                     break;
+                case "--max-meta-entries" when long.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out long me) && (me == 0 || me >= 16):
+                    o.MaxMetaEntries = me == 0 ? long.MaxValue : me;
+                    break;
                 case "--trees" when int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int t) && t > 0:
                     o.Trees = t;
                     break;
@@ -173,7 +182,7 @@ internal sealed class AgentOptions
                 case "--manifest" or "--replay-concurrency" or "--replay-max-entries":
                     error = $"bad value for {a}: '{v}'";
                     return null;
-                case "--cache-budget" or "--idle-timeout" or "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node" or "--fanout" or "--parent-timeout" or "--mount" or "--fuse-timeout":
+                case "--cache-budget" or "--max-meta-entries" or "--idle-timeout" or "--log-level" or "--log-type" or "--max-cacheable-bytes" or "--trees" or "--node" or "--fanout" or "--parent-timeout" or "--mount" or "--fuse-timeout":
                     error = $"bad value for {a}: '{v}'";
                     return null;
                 default:

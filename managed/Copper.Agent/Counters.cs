@@ -38,8 +38,15 @@ internal sealed class Counters
     private long _mirrorHeld;
     private long _mirrorHighWater;
 
+    private long _metaEntries;
+    private long _metaHighWater;
+    private long _metaEvicted;
+
     /// <summary>The mirror's budget in bytes (0: none set).</summary>
     public long MirrorBudget { get; set; }
+
+    /// <summary>The bound on metadata entries (0: none set).</summary>
+    public long MetaBound { get; set; }
     private long _control;
     private long _mirrorFiles;
     private long _mirrorBytes;
@@ -102,6 +109,20 @@ internal sealed class Counters
         {
         }
     }
+
+    /// <summary>The node now keeps <paramref name="entries"/> metadata entries.</summary>
+    public void MetaSize(long entries)
+    {
+        Interlocked.Exchange(ref _metaEntries, entries);
+        long high;
+        while (entries > (high = Interlocked.Read(ref _metaHighWater))
+            && Interlocked.CompareExchange(ref _metaHighWater, entries, high) != high)
+        {
+        }
+    }
+
+    /// <summary>Metadata entries evicted to stay within the bound.</summary>
+    public void MetaEvicted(long entries) => Interlocked.Add(ref _metaEvicted, entries);
 
     /// <summary>A file materialized in the mirror (a file replaced by a newer version counts again).</summary>
     public void Mirrored(long bytes)
@@ -167,6 +188,10 @@ internal sealed class Counters
             w.WriteNumber("mirror_high_water", Interlocked.Read(ref _mirrorHighWater));
             w.WriteNumber("evictions", Interlocked.Read(ref _evictions));
             w.WriteNumber("bytes_evicted", Interlocked.Read(ref _bytesEvicted));
+            w.WriteNumber("meta_bound", MetaBound);
+            w.WriteNumber("meta_entries", Interlocked.Read(ref _metaEntries));
+            w.WriteNumber("meta_high_water", Interlocked.Read(ref _metaHighWater));
+            w.WriteNumber("meta_evicted", Interlocked.Read(ref _metaEvicted));
             w.WriteNumber("pfs_bytes", Interlocked.Read(ref _pfsBytes));
             w.WriteNumber("pfs_ops", PfsTotal);
             w.WriteNumber("mirror_files", Interlocked.Read(ref _mirrorFiles));

@@ -47,12 +47,22 @@ internal static unsafe class FuseHandlers
                 o.Lookup(i.Parent, MemoryMarshal.CreateReadOnlySpanFromNullTerminated((byte*)i.Name), out e),
             static (nint req, FuseOps o, (ulong, nint) i, EntryParam e) => ReplyEntry(req, &e));
 
-    // Inode numbers stay valid for the agent's life (a snapshot): nothing to forget.
+    // The kernel's inode cache let these go: the inode table follows it (FuseInodes).
     [UnmanagedCallersOnly]
-    private static void OnForget(nint req, ulong ino, ulong nlookup) => FuseSession.ServeNoReply(req, FuseOp.Forget);
+    private static void OnForget(nint req, ulong ino, ulong nlookup) =>
+        FuseSession.ServeNoReply(req, FuseOp.Forget, (ino, nlookup), static (FuseOps o, (ulong Ino, ulong N) f) => o.Forget(f.Ino, f.N));
 
+    /// <summary><paramref name="forgets"/>: <paramref name="count"/> struct fuse_forget_data { uint64_t ino; uint64_t nlookup; }.</summary>
     [UnmanagedCallersOnly]
-    private static void OnForgetMulti(nint req, nuint count, void* forgets) => FuseSession.ServeNoReply(req, FuseOp.Forget);
+    private static void OnForgetMulti(nint req, nuint count, void* forgets) =>
+        FuseSession.ServeNoReply(req, FuseOp.Forget, ((nint)forgets, count), static (FuseOps o, (nint At, nuint Count) f) =>
+        {
+            var data = new ReadOnlySpan<ulong>((void*)f.At, checked((int)f.Count * 2));
+            for (int i = 0; i < data.Length; i += 2)
+            {
+                o.Forget(data[i], data[i + 1]);
+            }
+        });
 
     [UnmanagedCallersOnly]
     private static void OnGetattr(nint req, ulong ino, FuseFileInfo* fi) =>

@@ -1,8 +1,14 @@
-// The mount's inode table: path <-> inode number. The job's view is a snapshot, so a path
-// keeps its number for the agent's life and nothing is ever forgotten (the kernel's FORGET
-// needs no bookkeeping). Paths are the real paths the mount shows ("/" is the mount's root,
-// inode 1, as FUSE requires).
+// The mount's inode table: path <-> inode number, for the inodes the kernel holds. A path's
+// number is a hash of the path, so it is the same every time the path is given out (a listing's
+// d_ino and a later lookup's st_ino agree, and a path forgotten and looked up again keeps its
+// number); two paths whose hashes meet while both are held take the next free number. Each
+// LOOKUP reply and each READDIRPLUS entry with attributes adds one to the path's lookup count,
+// the kernel's FORGET takes its count away, and a path at zero leaves the table: the table
+// holds what the kernel's inode cache holds, which the kernel shrinks under memory pressure.
+// Paths are the real paths the mount shows ("/" is the mount's root, inode 1, as FUSE
+// requires, and is never forgotten).
 using System.Collections.Concurrent;
+using Copper.Interop;
 
 namespace Copper.Agent;
 
@@ -10,47 +16,102 @@ internal sealed class FuseInodes
 {
     public const ulong Root = 1;
 
-    /// <summary>Taken to give a path its number; never to look one up.</summary>
-    private readonly Lock _assign = new();
+    private sealed class Node(string path, ulong ino)
+    {
+        public readonly string Path = path;
+        public readonly ulong Ino = ino;
 
-    /// <summary>Written only under <see cref="_assign"/>, after <see cref="_pathOf"/>; read without it.</summary>
-    private readonly ConcurrentDictionary<string, ulong> _inoOf = new(StringComparer.Ordinal);
+        /// <summary>Lookups the kernel holds; protected by <see cref="_lock"/>.</summary>
+        public ulong Lookups;
+    }
 
-    /// <summary>Written only under <see cref="_assign"/>, so a number is in it before anyone is given it; read without it.</summary>
-    private readonly ConcurrentDictionary<ulong, string> _pathOf = new();
+    /// <summary>Taken to count, add or remove; never to look a number or a path up.</summary>
+    private readonly Lock _lock = new();
 
-    /// <summary>The last number given; protected by <see cref="_assign"/>.</summary>
-    private ulong _last = Root;
+    /// <summary>Written only under <see cref="_lock"/>; read without it.</summary>
+    private readonly ConcurrentDictionary<string, Node> _byPath = new(StringComparer.Ordinal);
+
+    /// <summary>Written only under <see cref="_lock"/>, before the number is given out; read without it.</summary>
+    private readonly ConcurrentDictionary<ulong, Node> _byIno = new();
 
     public FuseInodes()
     {
-        _pathOf[Root] = "/";
-        _inoOf["/"] = Root;
+        var root = new Node("/", Root) { Lookups = 1 };
+        _byPath["/"] = root;
+        _byIno[Root] = root;
     }
 
-    /// <summary>The path of <paramref name="ino"/>; false for a number this table never gave.</summary>
-    public bool TryGetPath(ulong ino, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? path) =>
-        _pathOf.TryGetValue(ino, out path);
+    /// <summary>Inodes held now (the root included).</summary>
+    public int Count => _byIno.Count;
 
-    /// <summary>The number of <paramref name="path"/>, given now if it has none: one number per path, ever.</summary>
-    public ulong InoOf(string path)
+    /// <summary>The path of <paramref name="ino"/>; false for a number the kernel does not hold.</summary>
+    public bool TryGetPath(ulong ino, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? path)
     {
-        if (_inoOf.TryGetValue(path, out ulong ino))
+        if (_byIno.TryGetValue(ino, out Node? n))
         {
-            return ino;
+            path = n.Path;
+            return true;
         }
-        lock (_assign)
+        path = null;
+        return false;
+    }
+
+    /// <summary>
+    /// The number of <paramref name="path"/>, given to the kernel now (a LOOKUP reply, a
+    /// READDIRPLUS entry with attributes): one more lookup the kernel will FORGET.
+    /// </summary>
+    public ulong Ref(string path)
+    {
+        if (path == "/")
         {
-            if (_inoOf.TryGetValue(path, out ino))
+            return Root;
+        }
+        lock (_lock)
+        {
+            if (_byPath.TryGetValue(path, out Node? n))
             {
-                return ino;
+                n.Lookups++;
+                return n.Ino;
             }
-            ino = ++_last;
-            _pathOf[ino] = path;
-            _inoOf[path] = ino;
+            ulong ino = Hash(path);
+            while (_byIno.ContainsKey(ino))
+            {
+                ino = ino == ulong.MaxValue ? Root + 1 : ino + 1;
+            }
+            n = new Node(path, ino) { Lookups = 1 };
+            _byIno[ino] = n;
+            _byPath[path] = n;
             return ino;
         }
     }
+
+    /// <summary>The number to show for <paramref name="path"/> without giving it out (a listing's d_ino).</summary>
+    public ulong Peek(string path) => _byPath.TryGetValue(path, out Node? n) ? n.Ino : Hash(path);
+
+    /// <summary>The kernel dropped <paramref name="lookups"/> lookups of <paramref name="ino"/>.</summary>
+    public void Forget(ulong ino, ulong lookups)
+    {
+        if (ino == Root)
+        {
+            return;
+        }
+        lock (_lock)
+        {
+            if (!_byIno.TryGetValue(ino, out Node? n))
+            {
+                return;
+            }
+            n.Lookups = lookups >= n.Lookups ? 0 : n.Lookups - lookups;
+            if (n.Lookups == 0)
+            {
+                _byPath.TryRemove(new KeyValuePair<string, Node>(n.Path, n));
+                _byIno.TryRemove(new KeyValuePair<ulong, Node>(ino, n));
+            }
+        }
+    }
+
+    /// <summary>A path's own number: never 0 (no inode) or 1 (the root).</summary>
+    private static ulong Hash(string path) => Protocol.Fnv1a64(path) is var h && h > Root ? h : h + 2;
 
     /// <summary>The path of <paramref name="name"/> in <paramref name="dir"/>, "." and ".." resolved lexically.</summary>
     public static string Child(string dir, string name) =>

@@ -106,10 +106,16 @@ internal sealed unsafe class FuseOps : IDisposable
         {
             return Errno(a.Status);
         }
-        e.Ino = _inodes.InoOf(path);
+        e.Ino = _inodes.Ref(path);
         e.Attr = Interop.Libc.FromCopper(a.St, e.Ino);
         return 0;
     }
+
+    /// <summary>The kernel dropped <paramref name="lookups"/> lookups of <paramref name="ino"/> (FORGET).</summary>
+    public void Forget(ulong ino, ulong lookups) => _inodes.Forget(ino, lookups);
+
+    /// <summary>Inodes the kernel holds now.</summary>
+    public int Inodes => _inodes.Count;
 
     public int Getattr(ulong ino, out Interop.Libc.StatBuf st)
     {
@@ -278,6 +284,7 @@ internal sealed unsafe class FuseOps : IDisposable
                 byte[] z = new byte[name.Length + 1];
                 name.CopyTo(z, 0);
                 nuint need;
+                ulong counted = 0;
                 fixed (byte* zn = z)
                 {
                     if (plus)
@@ -285,8 +292,10 @@ internal sealed unsafe class FuseOps : IDisposable
                         var e = new EntryParam { EntryTimeout = Timeout, AttrTimeout = Timeout };
                         if (child != null && _fs.PeekLstat(child, type, out CopperStat st) == 0)
                         {
-                            e.Ino = eino;
-                            e.Attr = Interop.Libc.FromCopper(st, eino);
+                            // The kernel counts a lookup for each entry with attributes ("." and ".." have none).
+                            counted = _inodes.Ref(child);
+                            e.Ino = counted;
+                            e.Attr = Interop.Libc.FromCopper(st, counted);
                         }
                         else
                         {
@@ -303,6 +312,11 @@ internal sealed unsafe class FuseOps : IDisposable
                 }
                 if (need > size - used)
                 {
+                    if (counted != 0)
+                    {
+                        // Not sent: the kernel will not count it.
+                        _inodes.Forget(counted, 1);
+                    }
                     break;
                 }
                 used += need;
@@ -448,12 +462,12 @@ internal sealed unsafe class FuseOps : IDisposable
         }
         var entries = new (byte[], ulong, byte, string?)[a.Entries.Count + 2];
         entries[0] = ("."u8.ToArray(), ino, DtDir, null);
-        entries[1] = (".."u8.ToArray(), _inodes.InoOf(FuseInodes.Parent(path)), DtDir, null);
+        entries[1] = (".."u8.ToArray(), _inodes.Peek(FuseInodes.Parent(path)), DtDir, null);
         for (int i = 0; i < a.Entries.Count; i++)
         {
             DirEntry e = a.Entries[i];
             string child = FuseInodes.Child(path, PathBytes.Decode(e.Name));
-            entries[i + 2] = (e.Name, _inodes.InoOf(child), e.Type, child);
+            entries[i + 2] = (e.Name, _inodes.Peek(child), e.Type, child);
         }
         d = new DirHandle(entries);
         return 0;

@@ -131,6 +131,7 @@ internal sealed unsafe partial class FuseSession : IDisposable
         }
         w.WriteNumber("total", total);
         w.WriteEndObject();
+        w.WriteNumber("fuse_inodes", _ops?.Inodes ?? 0);
     }
 
     /// <summary>Tells the kernel to drop the attributes it cached for <paramref name="ino"/> (the bytes changed).</summary>
@@ -187,12 +188,24 @@ internal sealed unsafe partial class FuseSession : IDisposable
         }
     }
 
-    /// <summary>A request that takes no reply (forget): counted, then let go.</summary>
-    public static void ServeNoReply(nint req, FuseOp op)
+    /// <summary>A request that takes no reply (forget): counted, done, then let go.</summary>
+    public static void ServeNoReply<TIn>(nint req, FuseOp op, TIn input, Action<FuseOps, TIn> core)
     {
         if (Of(ReqUserdata(req)) is { } s)
         {
             Interlocked.Increment(ref s._requests[(int)op]);
+            if (s._ops is FuseOps ops)
+            {
+                try
+                {
+                    core(ops, input);
+                }
+                catch (Exception ex)
+                {
+                    // No exception may cross into libfuse; the request still gets its ReplyNone.
+                    LogCallbackFailed(s._log, op.ToString(), ex.Message);
+                }
+            }
         }
         ReplyNone(req);
     }

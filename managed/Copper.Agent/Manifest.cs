@@ -376,6 +376,12 @@ internal sealed class ManifestRecorder(int maxPaths = ManifestRecorder.DefaultMa
     /// <summary>Most paths recorded (a job that reads more is rare; the rest is counted, not kept).</summary>
     public const int DefaultMaxPaths = 1 << 20;
 
+    /// <summary>Most paths recorded: the agent records what a replay would use (--replay-max-entries).</summary>
+    public int MaxPaths => maxPaths;
+
+    /// <summary>Called once, when the first path is not recorded because the record is full.</summary>
+    public Action? Full { get; set; }
+
     private readonly ConcurrentDictionary<string, Slot> _paths = new(StringComparer.Ordinal);
     private long _next;
     private long _dropped;
@@ -410,7 +416,10 @@ internal sealed class ManifestRecorder(int maxPaths = ManifestRecorder.DefaultMa
         {
             if (_paths.Count >= maxPaths)
             {
-                Interlocked.Increment(ref _dropped);
+                if (Interlocked.Increment(ref _dropped) == 1)
+                {
+                    Full?.Invoke();
+                }
                 return;
             }
             slot = _paths.GetOrAdd(path, _ => new Slot(Interlocked.Increment(ref _next)));

@@ -60,7 +60,8 @@ internal static class ManifestJob
         {
             List<ManifestEntry> mine = recorder.Snapshot();
             int total = Manifest.Save(file, o.Prefix, mine, out string note);
-            return (0, $"manifest {file}: {total} entries ({mine.Count} recorded by this agent){(note.Length > 0 ? "; " + note : "")}");
+            string full = recorder.Dropped > 0 ? $"; {recorder.Dropped} more paths were asked but not recorded (--replay-max-entries {recorder.MaxPaths})" : "";
+            return (0, $"manifest {file}: {total} entries ({mine.Count} recorded by this agent{full}){(note.Length > 0 ? "; " + note : "")}");
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

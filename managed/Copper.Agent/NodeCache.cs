@@ -17,13 +17,14 @@ internal sealed partial class NodeCache
     private readonly Counters _counters;
     private readonly ILogger _log;
     private readonly long _maxBytes;
-    private readonly ConcurrentDictionary<string, Task<StatAnswer>> _stat = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, Task<StatAnswer>> _lstat = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, Task<LinkAnswer>> _links = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<(string, int), Task<int>> _access = new();
-    private readonly ConcurrentDictionary<string, Task<DirAnswer>> _dirs = new(StringComparer.Ordinal);
+    // The answers kept, within the metadata's bound (NodeCache.Metadata.cs).
+    private readonly MetaMap<string, StatAnswer> _stat;
+    private readonly MetaMap<string, StatAnswer> _lstat;
+    private readonly MetaMap<string, LinkAnswer> _links;
+    private readonly MetaMap<(string, int), int> _access;
+    private readonly MetaMap<string, DirAnswer> _dirs;
     private readonly ConcurrentDictionary<string, HashSet<string>> _dirNames = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, Task<OpenAnswer>> _open = new(StringComparer.Ordinal);
+    private readonly MetaMap<string, OpenAnswer> _open;
     private readonly ConcurrentDictionary<string, Transfer> _transfers = new(StringComparer.Ordinal);
 
     public NodeCache(IUpstream upstream, Counters counters, ILogger log, string mirrorRoot, long maxBytes)
@@ -33,6 +34,14 @@ internal sealed partial class NodeCache
         _log = log;
         MirrorRoot = mirrorRoot;
         _maxBytes = maxBytes;
+        _meta = new MetaBound(counters) { Over = SweepMetadata };
+        _stat = NewMetaMap<string, StatAnswer>(StringComparer.Ordinal);
+        _lstat = NewMetaMap<string, StatAnswer>(StringComparer.Ordinal);
+        _links = NewMetaMap<string, LinkAnswer>(StringComparer.Ordinal);
+        _access = NewMetaMap<(string, int), int>();
+        _dirs = NewMetaMap<string, DirAnswer>(StringComparer.Ordinal, ListingWeight);
+        _open = NewMetaMap<string, OpenAnswer>(StringComparer.Ordinal);
+        InitMetadata();
     }
 
     public string MirrorRoot { get; }
@@ -364,7 +373,7 @@ internal sealed partial class NodeCache
         Interop.Libc.Utimensat(-100 /* AT_FDCWD */, file, times, 0);
     }
 
-    private async Task<T> GetOrFetch<TKey, T>(ConcurrentDictionary<TKey, Task<T>> map, TKey key, Func<TKey, ValueTask<T>> fetch, Func<T, bool> keep)
+    private async Task<T> GetOrFetch<TKey, T>(MetaMap<TKey, T> map, TKey key, Func<TKey, ValueTask<T>> fetch, Func<T, bool> keep)
         where TKey : notnull
     {
         if (map.TryGetValue(key, out Task<T>? existing))
@@ -392,14 +401,18 @@ internal sealed partial class NodeCache
             T value = await fetch(key);
             if (!keep(value))
             {
-                map.TryRemove(key, out _);
+                map.TryRemove(key, tcs.Task);
+            }
+            else
+            {
+                map.Settle(value);
             }
             tcs.SetResult(value);
             return value;
         }
         catch (Exception ex)
         {
-            map.TryRemove(key, out _);
+            map.TryRemove(key, tcs.Task);
             tcs.SetException(ex);
             throw;
         }

@@ -9,7 +9,7 @@ AgentOptions? options = AgentOptions.Parse(args, out string error);
 if (options == null)
 {
     Console.Error.WriteLine($"copper-agent: {error}");
-    Console.Error.WriteLine("usage: copper-agent --prefix P [--runtime-dir R] [--cache-dir D] [--log-level 1-6] [--log-type file|file_and_stdout] [--log-dir D] [--max-cacheable-bytes N] [--node K] [--idle-timeout SECONDS] [--print-socket]");
+    Console.Error.WriteLine("usage: copper-agent --prefix P [--runtime-dir R] [--cache-dir D] [--log-level 1-6] [--log-type file|file_and_stdout] [--log-dir D] [--max-cacheable-bytes N] [--cache-budget BYTES|P%] [--max-meta-entries N] [--node K] [--idle-timeout SECONDS] [--print-socket]");
     Console.Error.WriteLine("       MPI tree: --mpi [--node rank] [--trees T] [--fanout K] [--parent-timeout SECONDS] [--pfs-trace-dir D]");
     Console.Error.WriteLine("       FUSE: --mount DIR [--fuse-timeout SECONDS]");
     Console.Error.WriteLine("       replay: --manifest FILE [--replay-concurrency N] [--replay-max-entries N]");
@@ -110,8 +110,10 @@ namespace Copper.Agent
             }
             var counters = new Counters { MirrorBudget = budget };
             using PfsTrace? trace = o.PfsTraceDir == null ? null : OpenTrace(o.PfsTraceDir, node);
-            // Every question this agent asks the file system is recorded: the job's manifest.
-            var recorder = new ManifestRecorder();
+            // Every question this agent asks the file system is recorded: the job's manifest. No
+            // more than a replay would use: the record is memory too.
+            var recorder = new ManifestRecorder(o.ReplayMaxEntries);
+            recorder.Full = () => LogRecordFull(log, o.ReplayMaxEntries);
             var local = new LocalFileSystemUpstream(counters, trace, o.Prefix, o.Mount) { Recorder = recorder };
             var progress = new ReplayProgress();
             using var replayStop = new CancellationTokenSource();
@@ -127,7 +129,7 @@ namespace Copper.Agent
                 var peers = new TreePeers(mpi, topo, counters, log);
                 var patience = TimeSpan.FromSeconds(o.ParentTimeoutSeconds);
                 var child = new TreeChild(peers, local, patience);
-                cache = new NodeCache(child, counters, log, mirror, o.MaxCacheableBytes) { Budget = budget, Pipelines = TreePeers.HasChildren(topo, mpi.Rank) };
+                cache = new NodeCache(child, counters, log, mirror, o.MaxCacheableBytes) { Budget = budget, MaxMetaEntries = o.MaxMetaEntries, Pipelines = TreePeers.HasChildren(topo, mpi.Rank) };
                 var stats = new TreeStats(peers, patience, child.ParentDown);
                 tree = new TreeNode(peers, child, new TreeParent(peers, cache, patience) { ReplayLane = o.ReplayConcurrency }, new TreeMembership(peers), stats);
                 counters.Describe = tree.DescribeTo;
@@ -138,7 +140,7 @@ namespace Copper.Agent
             }
             else
             {
-                cache = new NodeCache(local, counters, log, mirror, o.MaxCacheableBytes) { Budget = budget };
+                cache = new NodeCache(local, counters, log, mirror, o.MaxCacheableBytes) { Budget = budget, MaxMetaEntries = o.MaxMetaEntries };
             }
             counters.Describe += progress.DescribeTo;
             using var stop = tree == null ? new CancellationTokenSource() : CancellationTokenSource.CreateLinkedTokenSource(tree.Membership.ShutdownRequested);
@@ -376,6 +378,9 @@ namespace Copper.Agent
 
         [LoggerMessage(Level = LogLevel.Information, Message = "serving {Prefix} on {Socket}, cache {Cache}, max cacheable {Max} bytes")]
         private static partial void LogStarted(ILogger logger, string prefix, string socket, string cache, long max);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "the manifest's record is full ({Max} paths, --replay-max-entries): further paths are counted, not recorded")]
+        private static partial void LogRecordFull(ILogger logger, int max);
 
         [LoggerMessage(Level = LogLevel.Information, Message = "rank {Rank} of {Size}: {Shape}")]
         private static partial void LogTree(ILogger logger, int rank, int size, string shape);

@@ -27,6 +27,7 @@ internal static partial class Cli
         "requests", "cache_hits", "cache_misses", "coalesced", "forwarded_up", "child_requests",
         "bytes_from_parent", "bytes_to_children", "pfs_ops", "pfs_bytes", "degraded",
         "mirror_held_bytes", "mirror_high_water", "evictions", "bytes_evicted",
+        "meta_entries", "meta_high_water", "meta_evicted",
     ];
 
     public static int Run(string[] args)

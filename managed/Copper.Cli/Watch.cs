@@ -428,7 +428,8 @@ internal static partial class Cli
                 {
                     w.WriteNumber("requests", JobRequests(e));
                     foreach (string c in (string[])["cache_hits", "cache_misses", "coalesced", "pfs_ops", "pfs_bytes",
-                        "bytes_from_parent", "bytes_to_children", "degraded", "mirror_files", "mirror_bytes", "mirror_held_bytes", "mirror_high_water", "evictions", "bytes_evicted"])
+                        "bytes_from_parent", "bytes_to_children", "degraded", "mirror_files", "mirror_bytes", "mirror_held_bytes", "mirror_high_water", "evictions", "bytes_evicted",
+                        "meta_entries", "meta_high_water", "meta_evicted"])
                     {
                         w.WriteNumber(c, Num(e, c));
                     }
