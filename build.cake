@@ -94,6 +94,7 @@ Task("Bench").IsDependentOn("Build").Does(() =>
     // Before the storm bench: its report.py picks up the test bed's results too.
     Run("bash", "tools/bench/cluster_bench.sh");
     Run("bash", "tools/bench/replay_bench.sh"); // before the storm: its report reads the replay's results
+    Run("bash", "tools/bench/stats_idle_bench.sh"); // likewise: the idle root's reporting cost
     Run("bash", "tools/bench/storm_bench.sh");
 });
 

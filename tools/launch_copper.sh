@@ -61,6 +61,20 @@ die_usage() { # message -> stderr, usage, exit 2
 die() { printf '%s: error: %s\n' "$PROG" "$1" >&2; exit "${2:-1}"; }
 note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 
+# mkdir -p, each missing level private: `mkdir -p -m 700` gives the mode only to the last
+# level, and the ones above would take the umask's (group-writable under umask 002, which the
+# agents' and the shim's trust check then refuses above a runtime or log directory).
+mkdir_private() {
+    local d=$1 missing=()
+    while [[ $d == /?* && ! -d $d ]]; do
+        missing=("$d" ${missing[@]+"${missing[@]}"})
+        d=${d%/*}
+    done
+    for d in ${missing[@]+"${missing[@]}"}; do
+        mkdir -m 700 -- "$d" 2>/dev/null || [[ -d $d ]] || return 1
+    done
+}
+
 usage() {
     cat <<EOF
 usage: $PROG [options]
@@ -335,7 +349,7 @@ for lib in "$preload_lib" "$audit_lib"; do
     [[ -e $lib ]] || note "warning: $lib does not exist (is the native part built?)"
 done
 
-mkdir -p -m 700 "$log_dir" || die "cannot create log dir $log_dir"
+mkdir_private "$(abs_path "$log_dir")" || die "cannot create log dir $log_dir"
 [[ -w $log_dir ]] || die "log dir $log_dir is not writable"
 # The launch and the agents write here: a directory another user owns or may write could
 # hold a symlink to one of your files (the agents check the directories above it too).
@@ -389,8 +403,7 @@ done
 # Serialize launches for one prefix (two launches must not start two agents).
 first=${node_ids[0]}
 runtime_dir=${sock_dir[$first]%/*}
-# shellcheck disable=SC2174 # only the runtime dir itself must be 0700
-mkdir -p -m 700 "$runtime_dir" 2>/dev/null || die "cannot create runtime dir $runtime_dir"
+mkdir_private "$runtime_dir" || die "cannot create runtime dir $runtime_dir"
 [[ -O $runtime_dir ]] || die "runtime dir $runtime_dir is not owned by $(id -un)"
 base=${sock_dir[$first]##*/}
 base=${base%.n[0-9]*}

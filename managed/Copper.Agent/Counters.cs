@@ -59,9 +59,10 @@ internal sealed class Counters
 
     public void AddPfsBytes(long n) => Interlocked.Add(ref _pfsBytes, n);
 
+    /// <summary>A request of the job's (not one of <see cref="Control"/>'s).</summary>
     public void Request() => Interlocked.Increment(ref _requests);
 
-    /// <summary>A request about the agent itself (ping, stats, manifest), counted in requests too.</summary>
+    /// <summary>A request about the agent itself (ping, stats, manifest), written in requests too.</summary>
     public void Control() => Interlocked.Increment(ref _control);
 
     public void Hit() => Interlocked.Increment(ref _hits);
@@ -150,19 +151,30 @@ internal sealed class Counters
     public Action<Utf8JsonWriter>? Job { get; set; }
 
     /// <summary>This agent's counters; with <paramref name="job"/>, also the job's (on the root).</summary>
-    public byte[] ToJson(int node, bool job = false)
+    public byte[] ToJson(int node, bool job = false) => Write(node, job, activity: false);
+
+    /// <summary>
+    /// The counters without what asking about the agent itself changes (control requests, and
+    /// connections, which the job's requests change too): equal on two calls when the job did
+    /// nothing meanwhile, even if `copper stats --watch` polled this agent (TreeStats reports a
+    /// node's counters only when this changed).
+    /// </summary>
+    public byte[] ActivityKey(int node) => Write(node, job: false, activity: true);
+
+    private byte[] Write(int node, bool job, bool activity)
     {
         using var ms = new MemoryStream();
         using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = false }))
         {
             w.WriteStartObject();
             w.WriteNumber("node", node);
-            w.WriteNumber("requests", Interlocked.Read(ref _requests));
-            w.WriteNumber("control_requests", Interlocked.Read(ref _control));
+            long control = activity ? 0 : Interlocked.Read(ref _control);
+            w.WriteNumber("requests", Interlocked.Read(ref _requests) + control);
+            w.WriteNumber("control_requests", control);
             w.WriteNumber("cache_hits", Interlocked.Read(ref _hits));
             w.WriteNumber("cache_misses", Interlocked.Read(ref _misses));
             w.WriteNumber("coalesced", Interlocked.Read(ref _coalesced));
-            w.WriteNumber("connections", Interlocked.Read(ref _connections));
+            w.WriteNumber("connections", activity ? 0 : Interlocked.Read(ref _connections));
             w.WriteNumber("connections_rejected", Interlocked.Read(ref _rejected));
             w.WriteNumber("bytes_served", Interlocked.Read(ref _bytesServed));
             w.WriteNumber("forwarded_up", Interlocked.Read(ref _forwarded));

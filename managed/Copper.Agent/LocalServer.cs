@@ -268,11 +268,14 @@ internal sealed partial class LocalServer : IDisposable
         {
             return "request before HELLO";
         }
-        _counters.Request();
         if (op is Op.Ping or Op.Stats or Op.ManifestSave)
         {
             // Not the job's questions: `copper stats --watch` tells them apart.
             _counters.Control();
+        }
+        else
+        {
+            _counters.Request();
         }
         // Cache hits complete synchronously; a miss waits without holding a thread.
         byte[] reply = op switch

@@ -78,6 +78,9 @@ internal sealed partial class TreeNode(TreePeers peers, TreeChild child, TreePar
             case TreeKind.Report:
                 stats.OnReport(source, m);
                 break;
+            case TreeKind.Live:
+                stats.OnLive(source, h, m);
+                break;
             case TreeKind.ReportAck:
                 stats.OnAck(source);
                 break;

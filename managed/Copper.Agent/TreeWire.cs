@@ -22,6 +22,8 @@
 //                (directly, not along a tree; ManifestGather.cs); no body
 // ManifestRecord the answer, id echoed: u32 L, a manifest of L bytes (docs/manifest.md), then
 //                each entry's first-use time (i64 UTC ticks)
+// Live    aux = exception ranges: "my subtree in tree 0 is alive" instead of unchanged
+//         counters (TreeStats); ReportAck answers it
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Copper.Interop;
@@ -44,6 +46,7 @@ internal enum TreeKind : byte
     ReplayDone = 12,
     ManifestAsk = 13,
     ManifestRecord = 14,
+    Live = 15,
 }
 
 internal readonly record struct TreeHead(TreeKind Kind, Op Op, byte Flags, int Tree, int Status, int Aux, ulong Id);
@@ -56,7 +59,7 @@ internal static class TreeWire
     public static bool TryReadHead(ReadOnlySpan<byte> m, out TreeHead head)
     {
         head = default;
-        if (m.Length < HeadSize || m[0] is < (byte)TreeKind.Request or > (byte)TreeKind.ManifestRecord /* the last kind */)
+        if (m.Length < HeadSize || m[0] is < (byte)TreeKind.Request or > (byte)TreeKind.Live /* the last kind */)
         {
             return false;
         }

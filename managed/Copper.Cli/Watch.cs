@@ -5,8 +5,9 @@
 // Both read what `copper stats` reads: every agent of the prefix on this machine, and where
 // the root of the job runs here, the last report of every node of the job. Rates come from
 // two samples: each frame compares the counters with the previous sample's (the first frame
-// waits one interval for its second sample). A node other than this machine's reports about
-// once a second, so its rate is as fresh as its last report (its age is shown).
+// waits one interval for its second sample). A node other than this machine's counters reach
+// the root about a second per tree level after they change (and only then: unchanged counters
+// are current), so its rate is as fresh as that; its age is how long ago it was last heard of.
 //
 // "Direct would have made about N": N is the sum over nodes of the requests that reached
 // each agent from the job's processes, one file-system operation each. It is a lower

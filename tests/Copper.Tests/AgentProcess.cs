@@ -83,10 +83,13 @@ public sealed class AgentProcess : IDisposable
         ["LD_AUDIT"] = audit ? Harness.Audit : null,
     };
 
-    public Socket Connect(bool hello = true)
+    public Socket Connect(bool hello = true) => Connect(SocketPath, hello);
+
+    /// <summary>A connection to the agent listening on <paramref name="socketPath"/>, greeted unless told otherwise.</summary>
+    public static Socket Connect(string socketPath, bool hello = true)
     {
         var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        s.Connect(new UnixDomainSocketEndPoint(SocketPath));
+        s.Connect(new UnixDomainSocketEndPoint(socketPath));
         s.ReceiveTimeout = 10_000;
         if (hello)
         {

@@ -1,8 +1,10 @@
 // A Copper MPI job on this machine for tests: launch_copper.sh --simulate-nodes N in a
 // private runtime, log and trace directory; run applications on chosen nodes; read the
 // agents' counters through `copper stats --json`; stop and clean up on dispose.
+using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
+using Copper.Interop;
 
 namespace Copper.Tests;
 
@@ -108,6 +110,20 @@ public sealed class CopperJob : IDisposable
         using JsonDocument doc = JsonDocument.Parse(r.Stdout);
         return doc.RootElement.GetProperty("nodes").EnumerateArray()
             .ToDictionary(e => e.GetProperty("node").GetInt32(), e => e.Clone());
+    }
+
+    /// <summary>
+    /// The root agent's own answer to `copper stats` (node 0 here), asked of it alone (other
+    /// agents are not asked, so their counters do not move): its counters, what it received of
+    /// the job's reports, and "job", every node as the root last heard of it.
+    /// </summary>
+    public JsonElement RootStats()
+    {
+        string dir = Directory.GetDirectories(Env["COPPER_RUNTIME_DIR"]!).Single(d => !Path.GetFileName(d).Contains(".n"));
+        using Socket s = AgentProcess.Connect(Path.Combine(dir, Protocol.SocketName));
+        (_, byte[] payload) = AgentProcess.Request(s, Op.Stats, []);
+        using JsonDocument doc = JsonDocument.Parse(payload.AsMemory(8));
+        return doc.RootElement.Clone();
     }
 
     /// <summary>The (op, path) lines of node <paramref name="node"/>'s file-system trace.</summary>

@@ -42,6 +42,31 @@ test -d {root}/cache/mirror/usr/lib/python3/dist-packages/numpy
         }
     }
 
+    [Fact]
+    public void UnderUmask002EveryMissingLevelOfTheRuntimeAndLogDirectoriesIsPrivate()
+    {
+        // Group-writable levels above the runtime directory would fail the agents' trust check.
+        string root = Harness.TempDir("umask");
+        string prefix = Path.Combine(root, "copper");
+        string[] runtime = [Path.Combine(root, "a"), Path.Combine(root, "a", "b"), Path.Combine(root, "a", "b", "run")];
+        string[] logs = [Path.Combine(root, "l"), Path.Combine(root, "l", "m"), Path.Combine(root, "l", "m", "logs")];
+        var env = new Dictionary<string, string?> { ["COPPER_RUNTIME_DIR"] = runtime[^1] };
+        try
+        {
+            ProcResult r = Harness.Bash($"umask 002\n{Launch} -v {prefix} -d {logs[^1]} -s 20 >/dev/null", env);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            foreach (string d in runtime.Concat(logs))
+            {
+                Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(d));
+            }
+        }
+        finally
+        {
+            Harness.Run(Stop, new[] { "-v", prefix }, env);
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
     [Theory]
     [InlineData("--no-fuse", false, true)]
     [InlineData("--fuse-only", true, false)]

@@ -92,6 +92,63 @@ def number(text, regex):
     return float(m.group(1)) if m else None
 
 
+def idle_rows(path):
+    """nodes -> (root bytes/s, entry bytes) from a stats_idle_bench.sh result."""
+    rows = {}
+    for line in open(path):
+        f = line.split()
+        if len(f) == 8 and f[0].isdigit():
+            rows[int(f[0])] = (float(f[6]), int(f[7]))
+    return rows
+
+
+def idle_root_frames(n, beat=3):
+    """Liveness frames the root receives per wave when n nodes idle (TreeStats: leaves beat on
+    whole seconds every `beat`, a parent sends in the second after fresher news from below)."""
+    k = max(2, min(32, math.ceil(n ** (1 / 3) - 1e-9)))
+    children = [[c for c in range(k * p + 1, k * p + k + 1) if c < n] for p in range(n)]
+    last, fresh, frames, waves = [-100] * n, [False] * n, 0, 20
+    for t in range(beat * (waves + 10)):
+        news = []
+        for p in range(1, n):
+            if fresh[p] or t - last[p] > beat or (not children[p] and t % beat == 0 and t != last[p]):
+                fresh[p], last[p] = False, t
+                if (p - 1) // k == 0:
+                    frames += t >= beat * 10
+                else:
+                    news.append((p - 1) // k)
+        for q in news:
+            fresh[q] = True
+    return k, frames / waves
+
+
+def idle_stats_section(results, out):
+    files = sorted(glob.glob(os.path.join(results, "stats-idle-*.txt")))
+    after = [f for f in files if "before" not in os.path.basename(f)]
+    before = [f for f in files if "before" in os.path.basename(f)]
+    if not after:
+        return []
+    a = idle_rows(after[-1])
+    b = idle_rows(before[-1]) if before else {}
+    rel = [os.path.relpath(f, out) if out else f for f in (before[-1:] + after[-1:])]
+    md = ["## An idle job: what the counters cost the root", "",
+          "`tools/bench/stats_idle_bench.sh` (raw data: " + ", ".join(f"`{r}`" for r in rel) + "): simulated nodes, "
+          "no application; bytes per second of reporting messages (whole tree messages) received by the root of tree 0 "
+          "while the job idles. Before: every node's full counters every 3 s. After: counters only when they change, "
+          "liveness in one small frame per subtree.", "",
+          "| nodes | before (B/s) | after (B/s) |", "| --- | --- | --- |"]
+    for n in sorted(a):
+        md.append(f"| {n} | {b[n][0]:.1f} |" if n in b else f"| {n} | - |")
+        md[-1] += f" {a[n][0]:.1f} |"
+    n, big = max(a), 10624
+    k, frames = idle_root_frames(big)
+    per_node = b[n][0] / (n - 1) if n in b else a[n][1] / 3
+    md += ["", f"- At {big:,} idle nodes (fan-out {k}): about {frames:.0f} liveness frames of 28 bytes per 3 s, "
+           f"{frames * 28 / 3:.0f} B/s at the root; full reports every 3 s would cost about "
+           f"{per_node * (big - 1) / 1e6:.1f} MB/s ({per_node:.0f} B/s per node, measured at {n} nodes).", ""]
+    return md
+
+
 def meta_section(text):
     return ["## Metadata memory", "",
             "`tools/bench/meta_bench.sh`: a tree of 400 directories × 500 files walked through the shim (`os.walk` and "
@@ -354,6 +411,9 @@ def main():
     if chosen:
         replay_doc = chosen.get("numpy", (None, None))[0]
         md += replay_section(chosen, elsewhere, out, plots)
+
+    # An idle job's reporting cost (tools/bench/stats_idle_bench.sh)
+    md += idle_stats_section(results, out)
 
     # Projection
     r1 = row("direct", "numpy", nodes[0])
