@@ -121,7 +121,15 @@ public class ReadmeExamplesTests
             ProcResult r = Harness.Run("/usr/bin/env", new[] { "-C", dir, "/bin/bash", "-euo", "pipefail", "-c", block }, env, timeoutMs: 90_000);
             Assert.True(r.ExitCode == 0, $"example {name}:\n{block}\n{r}");
             Assert.Contains("stop_copper.sh: stopping agent pid", r.Stderr);
-            check(dir, prefix, r);
+            try
+            {
+                check(dir, prefix, r);
+            }
+            catch (Exception ex) when (ex is Xunit.Sdk.XunitException)
+            {
+                // What the example printed, to tell a missing rank's line from a wrong one.
+                throw new Xunit.Sdk.XunitException($"example {name}: {ex.Message}\n{r}");
+            }
         }
         finally
         {
