@@ -124,7 +124,8 @@ is_posint() { [[ $1 =~ ^[0-9]{1,18}$ ]] && ((10#$1 > 0)); }
 
 # Absolute, normalized path (no trailing slash, no //, no . components; .. is kept
 # textual only when it cannot be resolved lexically). Does not touch the file system.
-# abs_path: the one bash normalization of a path (copper-paths.sh, next to this script).
+# abs_path: the one bash normalization of a path; gone, descendants: processes
+# (copper-paths.sh, next to this script).
 # shellcheck source=copper-paths.sh
 source "$(dirname "${BASH_SOURCE[0]}")/copper-paths.sh"
 
@@ -686,24 +687,6 @@ wait_ready() {
 job_pid=
 job_out=$log_dir/copper-mpiexec.$host.out
 job_pidfile=$runtime_dir/.$base.mpiexec.pid
-
-gone() { # pid has exited (or is a zombie)
-    local stat
-    kill -0 "$1" 2>/dev/null || return 0
-    read -r stat 2>/dev/null <"/proc/$1/stat" || return 0
-    stat=${stat##*) }
-    [[ ${stat:0:1} == Z ]]
-}
-
-# "pid comm" of every descendant of $1, children first.
-descendants() {
-    local c comm
-    for c in $(pgrep -P "$1" 2>/dev/null); do
-        read -r comm 2>/dev/null <"/proc/$c/comm" || continue
-        printf '%s %s\n' "$c" "$comm"
-        descendants "$c"
-    done
-}
 
 node_label() { # rank -> "node r" or "node r (host)"
     if [[ $mode == cluster ]]; then

@@ -32,7 +32,8 @@ note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 
 is_posint() { [[ $1 =~ ^[0-9]{1,18}$ ]] && ((10#$1 > 0)); }
 
-# abs_path: the one bash normalization of a path (copper-paths.sh, next to this script).
+# abs_path: the one bash normalization of a path; gone, descendants: processes
+# (copper-paths.sh, next to this script).
 # shellcheck source=copper-paths.sh
 source "$(dirname "${BASH_SOURCE[0]}")/copper-paths.sh"
 
@@ -162,27 +163,9 @@ live_pid() {
     printf '%s\n' "$pid"
 }
 
-gone() { # pid has exited (or is a zombie not yet reaped by its parent)
-    local stat
-    kill -0 "$1" 2>/dev/null || return 0
-    read -r stat 2>/dev/null <"/proc/$1/stat" || return 0
-    stat=${stat##*) }
-    [[ ${stat:0:1} == Z ]]
-}
-
 now_ms() { # milliseconds since the epoch, without forking
     local t=${EPOCHREALTIME/[^0-9]/}
     printf '%s\n' "$((10#${t:0:${#t}-3}))"
-}
-
-# "pid comm" of every descendant of $1, children first.
-descendants() {
-    local c comm
-    for c in $(pgrep -P "$1" 2>/dev/null); do
-        read -r comm 2>/dev/null <"/proc/$c/comm" || continue
-        printf '%s %s\n' "$c" "$comm"
-        descendants "$c"
-    done
 }
 
 # SIGKILL to each "pid comm" given that still runs the same program (not a reused pid).
